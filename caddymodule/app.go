@@ -1,0 +1,420 @@
+// Package caddymodule is the Caddy side of caddy-spawn: the "spawn" app,
+// which owns the containerd connection (or a managed containerd) and the
+// functions' images, and the "http.handlers.spawn" handler, which serves each
+// request from its own fresh container, CGI-style.
+package caddymodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-spawn/caddy-spawn/snapshots"
+	"github.com/caddy-spawn/caddy-spawn/spawner"
+	"github.com/caddy-spawn/caddy-spawn/spawner/initbin"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Defaults of the app's settings.
+const (
+	defaultNamespace   = "caddy-spawn"
+	defaultSnapshotter = "overlayfs"
+	defaultRunDir      = "/run/caddy-spawn"
+	defaultImageWait   = 10 * time.Second
+)
+
+// processOwner labels everything this Caddy process creates in containerd.
+// It lives as long as the process, across config reloads, so a reload never
+// sweeps containers that are still in use; a restarted Caddy has a new owner
+// and sweeps the old one's leftovers.
+var processOwner = spawner.NewOwnerID()
+
+// backends shares containerd connections (and managed daemons) across config
+// reloads, keyed by socket address or managed root.
+var backends = caddy.NewUsagePool()
+
+// App is the "spawn" Caddy app. It connects to containerd — or, when no
+// address is configured, starts and supervises its own ("managed")
+// containerd — and gets every function's image ready before requests need it.
+//
+// In a Caddyfile it is configured with the `spawn` global option.
+type App struct {
+	// Address of the containerd socket to use, e.g.
+	// "/run/containerd/containerd.sock". When empty, caddy-spawn starts a
+	// managed containerd of its own (see Managed). Default: "" (managed).
+	Address string `json:"address,omitempty"`
+
+	// Managed configures the containerd that caddy-spawn starts when no
+	// Address is set.
+	Managed *ManagedContainerd `json:"managed,omitempty"`
+
+	// Namespace is the containerd namespace for all our images and
+	// containers. It must be dedicated to one Caddy instance. Default:
+	// "caddy-spawn".
+	Namespace string `json:"namespace,omitempty"`
+
+	// Snapshotter to unpack images and prepare container filesystems with.
+	// Default: "overlayfs".
+	Snapshotter string `json:"snapshotter,omitempty"`
+
+	// Runtime is the containerd runtime (shim) name. Default:
+	// "io.containerd.runc.v2".
+	Runtime string `json:"runtime,omitempty"`
+
+	// RuncBinary is the runc executable for the runc shim to use. Default:
+	// "runc" from the PATH of containerd.
+	RuncBinary string `json:"runc_binary,omitempty"`
+
+	// RunDir holds runtime files: stdio FIFOs and, in managed mode, the
+	// daemon's state and socket. It should be on tmpfs. Default:
+	// "/run/caddy-spawn".
+	RunDir string `json:"run_dir,omitempty"`
+
+	// ImageWait is how long a request waits for its route's image to become
+	// ready (e.g. while containerd starts) before getting 503. Default: 10s.
+	ImageWait caddy.Duration `json:"image_wait,omitempty"`
+
+	ctx      caddy.Context
+	logger   *zap.Logger
+	mu       *sync.Mutex
+	routes   []*route
+	backend  *backend
+	bkey     string
+	spawner  *spawner.Spawner
+	cancel   context.CancelFunc
+	bgDone   chan struct{}
+	initPath string
+}
+
+// ManagedContainerd configures the containerd that caddy-spawn runs as a
+// child process when no address is given.
+type ManagedContainerd struct {
+	// Binary is the containerd executable. Default: "containerd" in PATH.
+	// The shim (containerd-shim-runc-v2) and runc must be in PATH too.
+	Binary string `json:"binary,omitempty"`
+	// Root is the daemon's persistent directory (content, snapshots).
+	// Default: "spawn/containerd" in Caddy's data directory.
+	Root string `json:"root,omitempty"`
+	// State is the daemon's runtime directory, which also holds its socket.
+	// Default: "<run_dir>/containerd-<hash of root>".
+	State string `json:"state,omitempty"`
+	// LogLevel is containerd's own log level; its log is
+	// "<state>/containerd.log". Default: "warn".
+	LogLevel string `json:"log_level,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "spawn",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision sets defaults. It does no I/O: it also runs for `caddy validate`.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	a.mu = new(sync.Mutex)
+	if a.Namespace == "" {
+		a.Namespace = defaultNamespace
+	}
+	if a.Snapshotter == "" {
+		a.Snapshotter = defaultSnapshotter
+	}
+	if a.Runtime == "" {
+		a.Runtime = spawner.DefaultRuntime
+	}
+	if a.RunDir == "" {
+		a.RunDir = defaultRunDir
+	}
+	if a.ImageWait == 0 {
+		a.ImageWait = caddy.Duration(defaultImageWait)
+	}
+	if a.Address == "" {
+		if a.Managed == nil {
+			a.Managed = new(ManagedContainerd)
+		}
+		if a.Managed.Root == "" {
+			a.Managed.Root = filepath.Join(caddy.AppDataDir(), "spawn", "containerd")
+		}
+		if a.Managed.State == "" {
+			sum := sha256.Sum256([]byte(a.Managed.Root))
+			a.Managed.State = filepath.Join(a.RunDir, "containerd-"+hex.EncodeToString(sum[:4]))
+		}
+	}
+	return nil
+}
+
+// Validate checks the settings. It is read-only.
+func (a *App) Validate() error {
+	switch a.Namespace {
+	case "default", "k8s.io", "moby":
+		return fmt.Errorf("namespace: %q belongs to other tools; use a namespace of caddy-spawn's own", a.Namespace)
+	}
+	if err := identifiers.Validate(a.Namespace); err != nil {
+		return fmt.Errorf("namespace: %w", err)
+	}
+	if a.Address != "" && a.Managed != nil {
+		return errors.New("address and managed are mutually exclusive: with an address, caddy-spawn uses that containerd as is")
+	}
+	if a.ImageWait < 0 {
+		return errors.New("image_wait: must not be negative")
+	}
+	return nil
+}
+
+// Start connects to (or starts) containerd, sweeps leftovers of previous
+// runs, and gets every route's image ready. A route whose image does not
+// exist fails the start. If containerd can't be reached, the start goes on:
+// requests get 503 until it is back.
+func (a *App) Start() error {
+	initDir := filepath.Join(caddy.AppDataDir(), "spawn", "bin")
+	p, err := initbin.Install(initDir)
+	if err != nil {
+		return fmt.Errorf("installing spawn-init: %w", err)
+	}
+	a.initPath = p
+
+	b, key, err := a.acquireBackend()
+	if err != nil {
+		return err
+	}
+	a.backend, a.bkey = b, key
+
+	fifoDir := filepath.Join(a.RunDir, "fifo", processOwner)
+	a.spawner, err = spawner.New(spawner.Config{
+		Client:      b.client,
+		Namespace:   a.Namespace,
+		Snapshotter: a.Snapshotter,
+		Runtime:     a.Runtime,
+		RuncBinary:  a.RuncBinary,
+		InitBinary:  a.initPath,
+		FIFODir:     fifoDir,
+		Owner:       processOwner,
+		Logger:      a.logger,
+	})
+	if err != nil {
+		return err
+	}
+	removeStaleFIFODirs(filepath.Join(a.RunDir, "fifo"), processOwner)
+
+	bg, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.bgDone = make(chan struct{})
+
+	// First attempt in the foreground, so a missing image fails the start.
+	err = a.prepare(bg)
+	if err != nil && !errors.Is(err, spawner.ErrUnavailable) {
+		cancel()
+		close(a.bgDone)
+		return err
+	}
+	if err != nil {
+		a.logger.Error("containerd unreachable; requests get 503 until it is back",
+			zap.String("address", b.address), zap.Error(err))
+		go a.retryPrepare(bg)
+	} else {
+		close(a.bgDone)
+	}
+	return nil
+}
+
+// Stop stops background work and releases the containerd connection; the
+// last config to release a managed containerd stops it.
+func (a *App) Stop() error {
+	if a.cancel != nil {
+		a.cancel()
+		<-a.bgDone
+	}
+	if a.bkey != "" {
+		if _, err := backends.Delete(a.bkey); err != nil {
+			return fmt.Errorf("releasing containerd backend: %w", err)
+		}
+		a.bkey = ""
+	}
+	return nil
+}
+
+// register adds a route; handlers call it while they are provisioned.
+func (a *App) register(r *route) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.routes = append(a.routes, r)
+}
+
+// prepare checks containerd, sweeps leftovers and readies all images.
+func (a *App) prepare(ctx context.Context) error {
+	c := a.backend.client
+	nsCtx := namespaces.WithNamespace(ctx, a.Namespace)
+	if err := a.spawner.Healthy(ctx); err != nil {
+		return err
+	}
+	if err := spawner.EnsureNamespace(nsCtx, c, a.Namespace); err != nil {
+		return fmt.Errorf("%w: %w", spawner.ErrUnavailable, err)
+	}
+	if _, err := spawner.Sweep(ctx, c, a.Namespace, a.Snapshotter, processOwner, a.logger); err != nil {
+		a.logger.Warn("sweeping leftovers", zap.Error(err))
+	}
+	a.mu.Lock()
+	routes := append([]*route(nil), a.routes...)
+	a.mu.Unlock()
+	for _, r := range routes {
+		if r.isReady() {
+			continue
+		}
+		ready, err := snapshots.Ensure(ctx, c, a.Namespace, snapshots.Source{
+			Ref:         r.image,
+			Archive:     r.archive,
+			Snapshotter: a.Snapshotter,
+		}, a.logger)
+		if err != nil {
+			if a.spawner.Healthy(ctx) != nil {
+				return fmt.Errorf("%w: %w", spawner.ErrUnavailable, err)
+			}
+			return fmt.Errorf("route %s: image %s: %w", r.name, r.image, err)
+		}
+		r.setReady(ready)
+		a.logger.Info("image ready",
+			zap.String("route", r.name),
+			zap.String("image", r.image),
+			zap.String("digest", ready.Digest),
+			zap.Duration("took", ready.Took))
+	}
+	return nil
+}
+
+func (a *App) retryPrepare(ctx context.Context) {
+	defer close(a.bgDone)
+	backoff := 500 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		err := a.prepare(ctx)
+		if err == nil {
+			a.logger.Info("containerd reachable again; routes ready")
+			return
+		}
+		if !errors.Is(err, spawner.ErrUnavailable) {
+			a.logger.Error("preparing routes", zap.Error(err))
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// backend is a containerd connection, plus the daemon when it is managed.
+type backend struct {
+	address string
+	client  *client.Client
+	daemon  *spawner.Daemon
+	logger  *zap.Logger
+
+	mu   sync.Mutex
+	used map[string]string // namespace → snapshotter, swept at the end
+}
+
+func (b *backend) use(ns, snapshotter string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used[ns] = snapshotter
+}
+
+// Destruct closes the connection and stops a managed daemon. Containers of
+// live routes have been torn down by then.
+func (b *backend) Destruct() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The last config using this containerd is gone: leave nothing of ours
+	// behind in it.
+	b.mu.Lock()
+	for ns, sn := range b.used {
+		if _, err := spawner.Sweep(ctx, b.client, ns, sn, "", b.logger); err != nil {
+			b.logger.Warn("sweeping at shutdown", zap.String("namespace", ns), zap.Error(err))
+		}
+	}
+	b.mu.Unlock()
+	err := b.client.Close()
+	if b.daemon != nil {
+		_ = b.daemon.Stop(ctx)
+	}
+	return err
+}
+
+func (a *App) acquireBackend() (*backend, string, error) {
+	key := "address:" + a.Address
+	if a.Address == "" {
+		key = "managed:" + a.Managed.Root
+	}
+	val, _, err := backends.LoadOrNew(key, func() (caddy.Destructor, error) {
+		b := &backend{address: a.Address, logger: a.logger, used: map[string]string{}}
+		if a.Address == "" {
+			d, err := spawner.StartDaemon(context.Background(), spawner.DaemonConfig{
+				Binary:   a.Managed.Binary,
+				Root:     a.Managed.Root,
+				State:    a.Managed.State,
+				LogLevel: a.Managed.LogLevel,
+			}, a.logger)
+			if err != nil {
+				return nil, err
+			}
+			b.daemon = d
+			b.address = d.Address()
+		}
+		c, err := client.New(b.address, client.WithDefaultNamespace(a.Namespace), client.WithTimeout(5*time.Second))
+		if err != nil {
+			if b.daemon != nil {
+				_ = b.daemon.Stop(context.Background())
+			}
+			return nil, fmt.Errorf("connecting to containerd at %s: %w", b.address, err)
+		}
+		b.client = c
+		return b, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	b := val.(*backend)
+	b.use(a.Namespace, a.Snapshotter)
+	return b, key, nil
+}
+
+// removeStaleFIFODirs removes FIFO directories of previous processes.
+func removeStaleFIFODirs(parent, keep string) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Name() != keep {
+			_ = os.RemoveAll(filepath.Join(parent, e.Name()))
+		}
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.Validator   = (*App)(nil)
+	_ caddy.Destructor  = (*backend)(nil)
+)

@@ -1,0 +1,260 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("spawn", parseHandlerCaddyfile)
+	// Like reverse_proxy, spawn is a terminal handler: order it with them
+	// so it works outside a route block.
+	httpcaddyfile.RegisterDirectiveOrder("spawn", httpcaddyfile.Before, "reverse_proxy")
+	httpcaddyfile.RegisterGlobalOption("spawn", parseGlobalOption)
+}
+
+func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	spawn <image> {
+//		name          <route-name>
+//		image_archive <path>
+//		command       <program> [<args...>]
+//		args          <args...>
+//		env           <key> <value>
+//		workdir       <dir>
+//		timeout       <duration>
+//		output        cgi|raw
+//		script_name   <path-prefix>
+//		memory        <size>
+//		pids          <n>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	h.Image = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		if seen[sub] && sub != "env" {
+			return d.Errf("duplicate subdirective %q", sub)
+		}
+		seen[sub] = true
+		switch sub {
+		case "name":
+			if err := oneArg(d, &h.Name); err != nil {
+				return err
+			}
+		case "image_archive":
+			if err := oneArg(d, &h.ImageArchive); err != nil {
+				return err
+			}
+		case "command":
+			h.Command = d.RemainingArgs()
+			if len(h.Command) == 0 {
+				return d.ArgErr()
+			}
+		case "args":
+			h.Args = d.RemainingArgs()
+			if len(h.Args) == 0 {
+				return d.ArgErr()
+			}
+		case "env":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			if h.Env == nil {
+				h.Env = map[string]string{}
+			}
+			if _, dup := h.Env[args[0]]; dup {
+				return d.Errf("duplicate env variable %q", args[0])
+			}
+			h.Env[args[0]] = args[1]
+		case "workdir":
+			if err := oneArg(d, &h.WorkDir); err != nil {
+				return err
+			}
+		case "timeout":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil {
+				return d.Errf("timeout: bad duration %q: %v", s, err)
+			}
+			if dur <= 0 {
+				return d.Errf("timeout: must be positive, got %q", s)
+			}
+			h.Timeout = caddy.Duration(dur)
+		case "output":
+			if err := oneArg(d, &h.Output); err != nil {
+				return err
+			}
+			if h.Output != outputCGI && h.Output != outputRaw {
+				return d.Errf("output: %q must be %q or %q", h.Output, outputCGI, outputRaw)
+			}
+		case "script_name":
+			if err := oneArg(d, &h.ScriptName); err != nil {
+				return err
+			}
+		case "memory":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := humanize.ParseBytes(s)
+			if err != nil {
+				return d.Errf("memory: bad size %q: %v", s, err)
+			}
+			h.Memory = int64(n)
+		case "pids":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n <= 0 {
+				return d.Errf("pids: %q must be a positive integer", s)
+			}
+			h.Pids = n
+		default:
+			return d.Errf("unknown subdirective %q", sub)
+		}
+	}
+	return nil
+}
+
+// parseGlobalOption sets up the spawn app from the global option. Syntax:
+//
+//	spawn {
+//		address     <containerd-socket>
+//		namespace   <name>
+//		snapshotter <name>
+//		runtime     <name>
+//		runc_binary <path>
+//		run_dir     <dir>
+//		image_wait  <duration>
+//		managed {
+//			binary    <containerd-path>
+//			root      <dir>
+//			state     <dir>
+//			log_level <level>
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("the spawn global option may appear only once")
+	}
+	app := new(App)
+	d.Next() // consume option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		if seen[sub] {
+			return nil, d.Errf("duplicate subdirective %q", sub)
+		}
+		seen[sub] = true
+		var err error
+		switch sub {
+		case "address":
+			err = oneArg(d, &app.Address)
+		case "namespace":
+			err = oneArg(d, &app.Namespace)
+		case "snapshotter":
+			err = oneArg(d, &app.Snapshotter)
+		case "runtime":
+			err = oneArg(d, &app.Runtime)
+		case "runc_binary":
+			err = oneArg(d, &app.RuncBinary)
+		case "run_dir":
+			err = oneArg(d, &app.RunDir)
+		case "image_wait":
+			var s string
+			if err = oneArg(d, &s); err != nil {
+				return nil, err
+			}
+			dur, perr := caddy.ParseDuration(s)
+			if perr != nil || dur < 0 {
+				return nil, d.Errf("image_wait: bad duration %q", s)
+			}
+			app.ImageWait = caddy.Duration(dur)
+		case "managed":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			app.Managed = new(ManagedContainerd)
+			mseen := map[string]bool{}
+			for d.NextBlock(1) {
+				msub := d.Val()
+				if mseen[msub] {
+					return nil, d.Errf("duplicate managed subdirective %q", msub)
+				}
+				mseen[msub] = true
+				switch msub {
+				case "binary":
+					err = oneArg(d, &app.Managed.Binary)
+				case "root":
+					err = oneArg(d, &app.Managed.Root)
+				case "state":
+					err = oneArg(d, &app.Managed.State)
+				case "log_level":
+					err = oneArg(d, &app.Managed.LogLevel)
+				default:
+					return nil, d.Errf("unknown managed subdirective %q", msub)
+				}
+				if err != nil {
+					return nil, err
+				}
+			}
+		default:
+			return nil, d.Errf("unknown subdirective %q", sub)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if app.Address != "" && app.Managed != nil {
+		return nil, d.Err("address and managed are mutually exclusive")
+	}
+	return httpcaddyfile.App{
+		Name:  "spawn",
+		Value: caddyconfig.JSON(app, nil),
+	}, nil
+}
+
+// oneArg reads exactly one argument into dst.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,41 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-spawn/caddy-spawn/spawner"
+)
+
+// statusClientClosedRequest is nginx's and Caddy's 499: the client went away.
+const statusClientClosedRequest = 499
+
+// Errors the handler reports; each maps to one HTTP status in httpError.
+var (
+	errTimeout        = errors.New("function timed out")
+	errImageNotReady  = errors.New("function image is not ready")
+	errBadOutput      = errors.New("function wrote a malformed CGI response")
+	errFailedNoOutput = errors.New("function exited without output")
+	errStartFailed    = errors.New("starting function container")
+	errClientGone     = errors.New("client went away")
+)
+
+// httpError maps an error to a caddyhttp.HandlerError with the status the
+// client gets. It is the only place that decides HTTP statuses.
+func httpError(err error) error {
+	status := http.StatusBadGateway
+	switch {
+	case errors.Is(err, errClientGone), errors.Is(err, context.Canceled):
+		status = statusClientClosedRequest
+	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusGatewayTimeout
+	case errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable), errors.Is(err, spawner.ErrImageNotReady):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, errBadOutput), errors.Is(err, errFailedNoOutput), errors.Is(err, errStartFailed):
+		status = http.StatusBadGateway
+	}
+	return caddyhttp.Error(status, err)
+}

@@ -1,0 +1,483 @@
+package caddymodule
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distribution/reference"
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-spawn/caddy-spawn/spawner"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Output modes.
+const (
+	outputCGI = "cgi"
+	outputRaw = "raw"
+)
+
+// Trailers sent after a streamed response; declared up front because the
+// status line is long gone when the program exits.
+const (
+	// trailerExitCode carries the program's exit code.
+	trailerExitCode = "Spawn-Exit-Code"
+)
+
+const (
+	defaultTimeout  = 60 * time.Second
+	stderrTailBytes = 4 << 10
+	copyBufferSize  = 32 << 10
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// Handler serves every request from a fresh, single-use container of an OCI
+// image, CGI-style: the request's meta-variables become the program's
+// environment, the body streams to its stdin, and its stdout streams back
+// as the response. The container is removed after the response.
+type Handler struct {
+	// Image is the OCI image reference to run, e.g.
+	// "localhost/thumbnailer:1.4". Required. The image is made ready (imported
+	// or found, then unpacked) when the spawn app starts, and pinned to the
+	// digest it had then until the next config load.
+	Image string `json:"image"`
+
+	// ImageArchive is a docker-archive or OCI-archive tarball holding Image,
+	// imported into containerd when the app starts. Optional.
+	ImageArchive string `json:"image_archive,omitempty"`
+
+	// Name names the route in container IDs, labels, logs and metrics:
+	// lowercase letters, digits and '-', at most 40 characters. Default: the
+	// last path element of Image without its tag, e.g. "thumbnailer".
+	Name string `json:"name,omitempty"`
+
+	// Command replaces the image's ENTRYPOINT and CMD: the program and its
+	// arguments. Default: the image's.
+	Command []string `json:"command,omitempty"`
+
+	// Args replaces the image's CMD (the arguments to its ENTRYPOINT).
+	// Default: the image's.
+	Args []string `json:"args,omitempty"`
+
+	// Env sets environment variables, added to the image's and the CGI
+	// variables (these win on conflicts). Values may use global
+	// placeholders such as {env.TOKEN}, resolved at load time.
+	Env map[string]string `json:"env,omitempty"`
+
+	// WorkDir is the program's working directory. Default: the image's.
+	WorkDir string `json:"workdir,omitempty"`
+
+	// Timeout bounds a whole request, from container start to the last
+	// byte; the container is killed when it expires, and the client gets 504
+	// if no header was sent yet. Default: 60s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Output is "cgi" (stdout starts with a CGI header block: Status,
+	// Content-Type, Location, other headers, then an empty line) or "raw"
+	// (stdout is the body, status 200). Default: "cgi".
+	Output string `json:"output,omitempty"`
+
+	// ScriptName is the URL path prefix the function is mounted at, given to
+	// the program as SCRIPT_NAME and removed from PATH_INFO. Default: "".
+	ScriptName string `json:"script_name,omitempty"`
+
+	// Memory is the container's memory limit in bytes. Default: 256 MiB.
+	Memory int64 `json:"memory,omitempty"`
+
+	// Pids is the container's process limit. Default: 128.
+	Pids int64 `json:"pids,omitempty"`
+
+	app      *App
+	route    *route
+	logger   *zap.Logger
+	env      []string
+	software string
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.spawn",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision applies defaults and registers the route with the spawn app.
+// It does no I/O: images are made ready when the app starts.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(defaultTimeout)
+	}
+	if h.Output == "" {
+		h.Output = outputCGI
+	}
+	if h.Name == "" {
+		h.Name = nameFromImage(h.Image)
+	}
+	repl := caddy.NewReplacer()
+	keys := make([]string, 0, len(h.Env))
+	for k := range h.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		h.env = append(h.env, k+"="+repl.ReplaceKnown(h.Env[k], ""))
+	}
+	simple, _ := caddy.Version()
+	h.software = "Caddy/" + simple + " caddy-spawn"
+
+	appIface, err := ctx.App("spawn")
+	if err != nil {
+		return fmt.Errorf("getting spawn app: %w", err)
+	}
+	h.app = appIface.(*App)
+	h.route = newRoute(h.Name, h.Image, h.ImageArchive, spawner.Function{
+		Name:        h.Name,
+		Key:         h.Name,
+		Entrypoint:  h.Command,
+		Args:        h.Args,
+		Env:         h.env,
+		WorkingDir:  h.WorkDir,
+		MemoryBytes: h.Memory,
+		Pids:        h.Pids,
+	})
+	h.app.register(h.route)
+	return nil
+}
+
+// Validate checks the configuration, naming the field at fault.
+func (h *Handler) Validate() error {
+	if h.Image == "" {
+		return errors.New("image: required")
+	}
+	if _, err := reference.ParseDockerRef(h.Image); err != nil {
+		return fmt.Errorf("image: %q is not a valid image reference: %w", h.Image, err)
+	}
+	if !spawner.ValidName(h.Name) {
+		return fmt.Errorf("name: %q must be 1-40 lowercase letters, digits or '-' (set name explicitly)", h.Name)
+	}
+	if h.Output != outputCGI && h.Output != outputRaw {
+		return fmt.Errorf("output: %q must be %q or %q", h.Output, outputCGI, outputRaw)
+	}
+	if h.Timeout < 0 {
+		return errors.New("timeout: must not be negative")
+	}
+	if h.Memory < 0 || (h.Memory > 0 && h.Memory < 4<<20) {
+		return errors.New("memory: must be at least 4 MiB")
+	}
+	if h.Pids < 0 {
+		return errors.New("pids: must not be negative")
+	}
+	for k := range h.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("env: invalid variable name %q", k)
+		}
+	}
+	if h.ScriptName != "" && !strings.HasPrefix(h.ScriptName, "/") {
+		return fmt.Errorf("script_name: %q must start with '/'", h.ScriptName)
+	}
+	return nil
+}
+
+// ServeHTTP runs the request in a fresh container.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	fn := h.route.function(r.Context(), time.Duration(h.app.ImageWait))
+	if fn == nil || h.app.spawner == nil {
+		w.Header().Set("Retry-After", "5")
+		return httpError(fmt.Errorf("route %s: %w", h.Name, errImageNotReady))
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.Timeout))
+	defer cancel()
+
+	// The program may answer while it still reads the body (a filter such as
+	// cat does): HTTP/1 needs full duplex for that; HTTP/2 and 3 have it.
+	rc := http.NewResponseController(w)
+	_ = rc.EnableFullDuplex()
+
+	inst, err := h.app.spawner.Create(ctx, fn)
+	if err != nil {
+		if errors.Is(err, spawner.ErrUnavailable) {
+			w.Header().Set("Retry-After", "5")
+		}
+		return httpError(h.causeOf(ctx, r, fmt.Errorf("%w: %w", errStartFailed, err)))
+	}
+	defer h.app.spawner.Release(inst)
+
+	// Kill the container the moment the request times out or the client
+	// goes away; its stdout then ends and the copy below returns.
+	stopWatch := context.AfterFunc(ctx, func() { inst.Kill(context.Background()) })
+	defer stopWatch()
+
+	stderr := newStderrTail(stderrTailBytes)
+	stderrDone := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(stderr, inst.Stderr())
+		close(stderrDone)
+	}()
+
+	if err := inst.Begin(h.requestEnv(r)); err != nil {
+		return httpError(h.causeOf(ctx, r, fmt.Errorf("%w: %w", errStartFailed, err)))
+	}
+	go h.feedStdin(inst, r)
+
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	br := bufio.NewReaderSize(inst.Stdout(), copyBufferSize)
+
+	var head cgiHead
+	if h.Output == outputRaw {
+		head = cgiHead{Status: http.StatusOK, Header: make(http.Header)}
+		if _, err = br.Peek(1); errors.Is(err, io.EOF) {
+			err = errNoOutput
+		}
+	} else {
+		head, err = readCGIHead(br)
+	}
+	if err != nil {
+		return h.failBeforeHeader(ctx, r, inst, err, stderr, stderrDone)
+	}
+
+	hdr := w.Header()
+	for k, v := range head.Header {
+		hdr[k] = v
+	}
+	hdr.Add("Trailer", trailerExitCode)
+	w.WriteHeader(head.Status)
+	_ = rc.Flush()
+
+	buf := *bp
+	for {
+		n, rerr := br.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				inst.Kill(context.Background())
+				h.logger.Warn("client went away during response",
+					zap.String("route", h.Name), zap.String("container", inst.ID), zap.Error(werr))
+				panic(http.ErrAbortHandler)
+			}
+			if br.Buffered() == 0 {
+				_ = rc.Flush()
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+
+	select {
+	case <-inst.Exited():
+	case <-ctx.Done():
+	}
+	if ctx.Err() != nil {
+		inst.Kill(context.Background())
+		reason := "timeout"
+		if r.Context().Err() != nil {
+			reason = "client went away"
+		}
+		h.logger.Warn("response cut short",
+			zap.String("route", h.Name), zap.String("container", inst.ID), zap.String("reason", reason))
+		panic(http.ErrAbortHandler)
+	}
+	code := inst.ExitStatus().Code
+	hdr.Set(trailerExitCode, strconv.FormatUint(uint64(code), 10))
+	waitBounded(stderrDone, time.Second)
+	h.logStderr(inst, code, stderr)
+	return nil
+}
+
+// requestEnv is the environment sent to the init: CGI variables, then the
+// route's env, which wins.
+func (h *Handler) requestEnv(r *http.Request) []string {
+	cr := cgiRequest{ScriptName: h.ScriptName, ServerSoftware: h.software}
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+		cr.RequestURI = orig.RequestURI
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		if user, ok := repl.GetString("http.auth.user.id"); ok && user != "" {
+			cr.RemoteUser = user
+		}
+	}
+	env := cgiEnv(r, cr)
+	return append(env, h.env...)
+}
+
+// feedStdin streams the request body into the program's stdin and closes
+// it at EOF. It may outlive ServeHTTP when the program stops reading early;
+// closing stdin (done by Release) ends it.
+func (h *Handler) feedStdin(inst *spawner.Instance, r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody {
+		bp := bufPool.Get().(*[]byte)
+		_, err := io.CopyBuffer(writerOnly{inst.Stdin()}, r.Body, *bp)
+		bufPool.Put(bp)
+		if err != nil {
+			if ce := h.logger.Check(zap.DebugLevel, "request body not fully delivered"); ce != nil {
+				ce.Write(zap.String("route", h.Name), zap.String("container", inst.ID), zap.Error(err))
+			}
+		}
+	}
+	_ = inst.CloseStdin(context.Background())
+}
+
+// failBeforeHeader ends a request that produced no valid header: it kills
+// the container, works out why, logs the program's stderr and returns the
+// error for Caddy to answer with.
+func (h *Handler) failBeforeHeader(ctx context.Context, r *http.Request, inst *spawner.Instance, err error, stderr *stderrTail, stderrDone chan struct{}) error {
+	if errors.Is(err, errNoOutput) {
+		// The program closed stdout: wait for its exit to tell why.
+		select {
+		case <-inst.Exited():
+		case <-ctx.Done():
+		}
+	}
+	inst.Kill(context.Background())
+	waitBounded(inst.Exited(), 2*time.Second)
+	waitBounded(stderrDone, time.Second)
+
+	var cause error
+	var mh malformedHeaderError
+	switch {
+	case ctx.Err() != nil:
+		cause = h.causeOf(ctx, r, ctx.Err())
+	case errors.As(err, &mh):
+		cause = fmt.Errorf("%w: %w", errBadOutput, err)
+	case errors.Is(err, errNoOutput):
+		cause = fmt.Errorf("%w (exit code %d)", errFailedNoOutput, inst.ExitStatus().Code)
+	default:
+		cause = fmt.Errorf("%w: %w", errBadOutput, err)
+	}
+	code := uint32(0)
+	select {
+	case <-inst.Exited():
+		code = inst.ExitStatus().Code
+	default:
+	}
+	h.logStderr(inst, code, stderr)
+	return httpError(fmt.Errorf("route %s, container %s: %w", h.Name, inst.ID, cause))
+}
+
+// causeOf tells a timeout from a client that went away.
+func (h *Handler) causeOf(ctx context.Context, r *http.Request, err error) error {
+	switch {
+	case r.Context().Err() != nil:
+		return fmt.Errorf("%w: %w", errClientGone, err)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("%w after %s: %w", errTimeout, time.Duration(h.Timeout), err)
+	}
+	return err
+}
+
+// logStderr logs what the program wrote to stderr, bounded, never mixed
+// into the response.
+func (h *Handler) logStderr(inst *spawner.Instance, code uint32, stderr *stderrTail) {
+	text, total := stderr.String()
+	if total == 0 {
+		return
+	}
+	lvl := zap.InfoLevel
+	if code != 0 {
+		lvl = zap.WarnLevel
+	}
+	if ce := h.logger.Check(lvl, "function stderr"); ce != nil {
+		ce.Write(
+			zap.String("route", h.Name),
+			zap.String("image", h.Image),
+			zap.String("container", inst.ID),
+			zap.Uint32("exit_code", code),
+			zap.Int64("stderr_bytes", total),
+			zap.String("stderr", text))
+	}
+}
+
+func waitBounded(ch <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// writerOnly hides ReaderFrom so io.CopyBuffer uses our pooled buffer.
+type writerOnly struct{ io.Writer }
+
+// stderrTail keeps the last max bytes written to it and counts the rest.
+type stderrTail struct {
+	mu    sync.Mutex
+	max   int
+	buf   []byte
+	total int64
+}
+
+func newStderrTail(max int) *stderrTail { return &stderrTail{max: max} }
+
+func (t *stderrTail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.total += int64(len(p))
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+// String returns the kept tail and the total byte count.
+func (t *stderrTail) String() (string, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf), t.total
+}
+
+// nameFromImage derives a route name from an image reference:
+// "localhost/caddy-spawn/hello:latest" → "hello".
+func nameFromImage(ref string) string {
+	s := ref
+	if i := strings.IndexByte(s, '@'); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		s = s[i+1:]
+	}
+	if i := strings.IndexByte(s, ':'); i >= 0 {
+		s = s[:i]
+	}
+	var b strings.Builder
+	for _, c := range strings.ToLower(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	name := strings.Trim(b.String(), "-")
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return name
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,281 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-spawn/caddy-spawn/internal/initframe"
+)
+
+// initPath is the spawn-init binary under test, built by TestMain.
+var initPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "spawn-init-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	initPath = filepath.Join(dir, "spawn-init")
+	build := exec.Command("go", "build", "-o", initPath, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building spawn-init: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func mustEncode(t testing.TB, env ...string) []byte {
+	t.Helper()
+	b, err := initframe.Encode(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestInit(t *testing.T) {
+	// A PATH directory whose "sh" is a non-executable file, and one whose
+	// "sh" is a directory: the lookup must skip both, as execvp does.
+	noexec := t.TempDir()
+	if err := os.WriteFile(filepath.Join(noexec, "sh"), []byte("#!/bin/false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	shdir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(shdir, "sh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const script = `echo "$FOO $BAR"; cat`
+	frame := mustEncode(t, "FOO=frame")
+	base := []string{"BAR=base", "FOO=base"}
+
+	tests := []struct {
+		name       string
+		args       []string
+		env        []string
+		stdin      []byte
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{
+			name:       "absolute path",
+			args:       []string{"/bin/sh", "-c", script},
+			env:        base,
+			stdin:      append(frame, "body-bytes"...),
+			wantStdout: "frame base\nbody-bytes",
+		},
+		{
+			name:       "PATH lookup skips missing and non-executable",
+			args:       []string{"sh", "-c", script},
+			env:        append([]string{"PATH=/nonexistent:" + noexec + ":" + shdir + "::/usr/bin:/bin"}, base...),
+			stdin:      append(frame, "body-bytes"...),
+			wantStdout: "frame base\nbody-bytes",
+		},
+		{
+			name:       "PATH from the frame",
+			args:       []string{"sh", "-c", script},
+			env:        append([]string{"PATH=/nonexistent"}, base...),
+			stdin:      append(mustEncode(t, "FOO=frame", "PATH=/usr/bin:/bin"), "body-bytes"...),
+			wantStdout: "frame base\nbody-bytes",
+		},
+		{
+			name:       "default PATH when unset",
+			args:       []string{"sh", "-c", script},
+			env:        base,
+			stdin:      append(frame, "body-bytes"...),
+			wantStdout: "frame base\nbody-bytes",
+		},
+		{
+			name:       "merged environment",
+			args:       []string{"/bin/sh", "-c", `echo "$A|$B|$C|$EQ"; cat`},
+			env:        []string{"A=base", "B=base"},
+			stdin:      append(mustEncode(t, "B=frame", "C=new", "EQ=x=y", "A="), "\x00binary\nbody"...),
+			wantStdout: "|frame|new|x=y\n\x00binary\nbody",
+		},
+		{
+			name:       "empty frame, empty body",
+			args:       []string{"/bin/sh", "-c", script},
+			env:        base,
+			stdin:      mustEncode(t),
+			wantStdout: "base base\n",
+		},
+		{
+			name:       "argv[0] kept as given",
+			args:       []string{"sh", "-c", `echo "$0"`},
+			env:        []string{"PATH=/usr/bin:/bin"},
+			stdin:      frame,
+			wantStdout: "sh\n",
+		},
+		{
+			name:       "malformed frame",
+			args:       []string{"/bin/sh", "-c", script},
+			env:        base,
+			stdin:      []byte("GET / HTTP/1.1\r\n\r\n"),
+			wantCode:   125,
+			wantStderr: "spawn-init: reading request frame: initframe: bad magic: got \"GET \"\n",
+		},
+		{
+			name:       "bad entry",
+			args:       []string{"/bin/sh", "-c", script},
+			env:        base,
+			stdin:      []byte("SPWN\x01\x00\x00\x00\x04FOO\x00"),
+			wantCode:   125,
+			wantStderr: "spawn-init: reading request frame: initframe: malformed payload: entry 0: missing '='\n",
+		},
+		{
+			name:       "no frame",
+			args:       []string{"/bin/sh", "-c", script},
+			env:        base,
+			stdin:      nil,
+			wantCode:   125,
+			wantStderr: "spawn-init: reading request frame: initframe: reading header: unexpected EOF\n",
+		},
+		{
+			name:       "no program",
+			args:       nil,
+			stdin:      frame,
+			wantCode:   125,
+			wantStderr: "spawn-init: usage: spawn-init <prog> [args...]\n",
+		},
+		{
+			name:       "missing program in PATH",
+			args:       []string{"no-such-program"},
+			env:        []string{"PATH=/nonexistent:/usr/bin:/bin"},
+			stdin:      frame,
+			wantCode:   127,
+			wantStderr: "spawn-init: no-such-program: not found in PATH\n",
+		},
+		{
+			name:       "missing program by path",
+			args:       []string{"/nonexistent/prog"},
+			stdin:      frame,
+			wantCode:   127,
+			wantStderr: "spawn-init: /nonexistent/prog: no such file or directory\n",
+		},
+		{
+			name:       "only non-executable in PATH",
+			args:       []string{"sh"},
+			env:        []string{"PATH=" + noexec + ":" + shdir},
+			stdin:      frame,
+			wantCode:   126,
+			wantStderr: "spawn-init: sh: permission denied\n",
+		},
+		{
+			name:       "not executable by path",
+			args:       []string{filepath.Join(noexec, "sh")},
+			stdin:      frame,
+			wantCode:   126,
+			wantStderr: "spawn-init: " + filepath.Join(noexec, "sh") + ": permission denied\n",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(initPath, tc.args...)
+			cmd.Env = tc.env
+			if cmd.Env == nil {
+				cmd.Env = []string{}
+			}
+			cmd.Stdin = bytes.NewReader(tc.stdin)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.wantCode {
+				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
+			}
+			if stdout.String() != tc.wantStdout {
+				t.Errorf("stdout = %q, want %q", stdout.String(), tc.wantStdout)
+			}
+			if stderr.String() != tc.wantStderr {
+				t.Errorf("stderr = %q, want %q", stderr.String(), tc.wantStderr)
+			}
+		})
+	}
+}
+
+// TestInitNonblockingStdin hands the init a non-blocking stdin with no data
+// yet, which os/exec cannot do (it makes inherited files blocking).
+func TestInitNonblockingStdin(t *testing.T) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	w := os.NewFile(uintptr(p[1]), "stdin-w")
+	defer w.Close()
+	if err := syscall.SetNonblock(p[0], true); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.CreateTemp(t.TempDir(), "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	pid, err := syscall.ForkExec(initPath, []string{initPath, "/bin/sh", "-c", `echo "$FOO"; cat`}, &syscall.ProcAttr{
+		Env:   []string{"FOO=base"},
+		Files: []uintptr{uintptr(p[0]), out.Fd(), os.Stderr.Fd()},
+	})
+	syscall.Close(p[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let the init reach its first read, find the pipe empty and wait.
+	time.Sleep(100 * time.Millisecond)
+	if _, err := w.Write(append(mustEncode(t, "FOO=frame"), "body-bytes"...)); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws.ExitStatus() != 0 || string(got) != "frame\nbody-bytes" {
+		t.Fatalf("exit status %d, stdout %q; want 0, %q", ws.ExitStatus(), got, "frame\nbody-bytes")
+	}
+}
+
+// BenchmarkStart compares running /bin/true directly with running it
+// through spawn-init; the difference is the init's cost per request.
+func BenchmarkStart(b *testing.B) {
+	frame := mustEncode(b, "REQUEST_METHOD=GET", "QUERY_STRING=a=b", "SCRIPT_NAME=/fn")
+	for _, bc := range []struct {
+		name string
+		args []string
+	}{
+		{name: "direct", args: []string{"/bin/true"}},
+		{name: "via-init", args: []string{initPath, "/bin/true"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				cmd := exec.Command(bc.args[0], bc.args[1:]...)
+				cmd.Stdin = bytes.NewReader(frame)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("%v: %s", err, strings.TrimSpace(string(out)))
+				}
+			}
+		})
+	}
+}

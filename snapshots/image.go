@@ -1,0 +1,101 @@
+// Package snapshots gets images into containerd and ready to run: imported
+// from an archive or found in the namespace, unpacked into the snapshotter
+// ahead of any request, and pinned to the digest that was resolved at
+// start-up so a moving tag never changes what a running route serves.
+package snapshots
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+)
+
+// ErrImageNotFound is returned when an image is neither in the namespace nor
+// obtainable from the configured source.
+var ErrImageNotFound = errors.New("image not found")
+
+// Source says where an image comes from.
+type Source struct {
+	// Ref is the image reference, e.g. "localhost/caddy-spawn/hello:latest".
+	Ref string
+	// Archive, when set, is a docker-archive or OCI-archive tarball that is
+	// imported before Ref is looked up.
+	Archive string
+	// Snapshotter to unpack into; "" is containerd's default.
+	Snapshotter string
+}
+
+// Ready is an image that is present, unpacked and pinned.
+type Ready struct {
+	Image client.Image
+	// Digest is the manifest digest the image was pinned to.
+	Digest string
+	// Took is how long it took to get it ready.
+	Took time.Duration
+}
+
+// Ensure makes the image described by src present and unpacked in the
+// namespace ns, and returns it pinned to its current digest. All content
+// work runs under a lease so nothing half-made is left for the GC to miss.
+func Ensure(ctx context.Context, c *client.Client, ns string, src Source, logger *zap.Logger) (*Ready, error) {
+	ctx = namespaces.WithNamespace(ctx, ns)
+	start := time.Now()
+
+	ctx, done, err := c.WithLease(ctx, withLeaseLabels(), withLeaseExpiry())
+	if err != nil {
+		return nil, fmt.Errorf("creating lease for %s: %w", src.Ref, err)
+	}
+	defer done(context.WithoutCancel(ctx)) //nolint:errcheck // an expiring lease is collected anyway
+
+	if src.Archive != "" {
+		if err := importArchive(ctx, c, src); err != nil {
+			return nil, err
+		}
+	}
+
+	img, err := c.GetImage(ctx, src.Ref)
+	if errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("looking up image %s in namespace %s: %w (import it or set image_archive)", src.Ref, ns, ErrImageNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up image %s: %w", src.Ref, err)
+	}
+	// Pin: an Image resolved now keeps its target descriptor, so a tag that
+	// moves later does not change containers made from it.
+	img = client.NewImageWithPlatform(c, img.Metadata(), nil)
+
+	if err := unpack(ctx, img, src.Snapshotter, logger); err != nil {
+		return nil, err
+	}
+	return &Ready{Image: img, Digest: img.Target().Digest.String(), Took: time.Since(start)}, nil
+}
+
+func importArchive(ctx context.Context, c *client.Client, src Source) error {
+	f, err := os.Open(src.Archive)
+	if err != nil {
+		return fmt.Errorf("opening image archive for %s: %w", src.Ref, err)
+	}
+	defer f.Close()
+	imgs, err := c.Import(ctx, f, client.WithImageLabels(map[string]string{LabelManaged: "true"}))
+	if err != nil {
+		return fmt.Errorf("importing image archive %s: %w", src.Archive, err)
+	}
+	for _, im := range imgs {
+		if im.Name == src.Ref {
+			return nil
+		}
+	}
+	names := make([]string, 0, len(imgs))
+	for _, im := range imgs {
+		names = append(names, im.Name)
+	}
+	return fmt.Errorf("importing image archive %s: it holds %v, not %s: %w", src.Archive, names, src.Ref, ErrImageNotFound)
+}

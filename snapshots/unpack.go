@@ -1,0 +1,32 @@
+package snapshots
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/containerd/containerd/v2/client"
+)
+
+// unpack makes sure every layer of img is unpacked into snapshotter, so that
+// preparing a container's rootfs is a single cheap snapshot, never an unpack.
+func unpack(ctx context.Context, img client.Image, snapshotter string, logger *zap.Logger) error {
+	ok, err := img.IsUnpacked(ctx, snapshotter)
+	if err != nil {
+		return fmt.Errorf("checking unpack state of %s: %w", img.Name(), err)
+	}
+	if ok {
+		return nil
+	}
+	start := time.Now()
+	if err := img.Unpack(ctx, snapshotter); err != nil {
+		return fmt.Errorf("unpacking %s into snapshotter %q: %w", img.Name(), snapshotter, err)
+	}
+	logger.Info("unpacked image",
+		zap.String("image", img.Name()),
+		zap.String("digest", img.Target().Digest.String()),
+		zap.Duration("took", time.Since(start)))
+	return nil
+}

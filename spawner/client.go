@@ -1,0 +1,86 @@
+// Package spawner runs single-use containers on containerd: it builds their
+// OCI spec, creates and starts them under our init, hands their stdio to the
+// caller, tears them down, and sweeps what a previous run left behind. It
+// does not import Caddy.
+package spawner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+)
+
+// Spawner makes containers for functions in one containerd namespace.
+type Spawner struct {
+	cfg Config
+	log *zap.Logger
+	wg  sync.WaitGroup
+}
+
+// New returns a Spawner. It does no I/O besides creating FIFODir.
+func New(cfg Config) (*Spawner, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("spawner: no containerd client")
+	}
+	if cfg.Namespace == "" || cfg.Owner == "" || cfg.InitBinary == "" || cfg.FIFODir == "" {
+		return nil, errors.New("spawner: namespace, owner, init binary and FIFO directory are required")
+	}
+	if cfg.Runtime == "" {
+		cfg.Runtime = DefaultRuntime
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if err := os.MkdirAll(cfg.FIFODir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating FIFO directory: %w", err)
+	}
+	return &Spawner{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Client returns the containerd client.
+func (s *Spawner) Client() *client.Client { return s.cfg.Client }
+
+// Namespace returns the containerd namespace.
+func (s *Spawner) Namespace() string { return s.cfg.Namespace }
+
+// Owner returns the owner ID put on everything this Spawner creates.
+func (s *Spawner) Owner() string { return s.cfg.Owner }
+
+func (s *Spawner) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, s.cfg.Namespace)
+}
+
+// Healthy reports whether containerd answers.
+func (s *Spawner) Healthy(ctx context.Context) error {
+	ok, err := s.cfg.Client.IsServing(s.ctx(ctx))
+	if err != nil || !ok {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// EnsureNamespace creates our namespace if needed and labels it as ours.
+func EnsureNamespace(ctx context.Context, c *client.Client, ns string) error {
+	store := c.NamespaceService()
+	err := store.Create(ctx, ns, map[string]string{LabelManaged: "true"})
+	if err == nil {
+		return nil
+	}
+	labels, lerr := store.Labels(ctx, ns)
+	if lerr != nil {
+		return fmt.Errorf("creating namespace %s: %w", ns, err)
+	}
+	if labels[LabelManaged] != "true" {
+		if err := store.SetLabel(ctx, ns, LabelManaged, "true"); err != nil {
+			return fmt.Errorf("labelling namespace %s: %w", ns, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+// Package initbin embeds the spawn-init binary (cmd/spawn-init) and installs
+// it on the host, from where it is bind-mounted read-only into every
+// container as /.spawn/init.
+//
+// The binary is built by `go generate ./spawner/initbin` and committed,
+// because people who build Caddy with xcaddy compile this module as a
+// dependency and run none of our build steps. The build is reproducible
+// (static, -trimpath, no build ID or VCS stamp, pinned GOAMD64) and the
+// toolchain is recorded in spawn-init.goversion; initbin_test.go rebuilds it
+// with that toolchain and fails if the committed bytes are stale. This is
+// the approach cilium/ebpf's bpf2go takes with its generated objects.
+//
+// Containers run the host's architecture, so the binary embedded is the one
+// for the GOARCH Caddy is built for. Only amd64 is generated today; for
+// another architecture add it to the go:generate line and add an
+// initbin_<arch>.go holding its go:embed.
+package initbin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+)
+
+//go:generate go run gen.go -out . -arch amd64
+
+// ErrUnsupportedArch is returned by Install when no spawn-init is embedded
+// for the architecture this program was built for.
+var ErrUnsupportedArch = errors.New("no spawn-init embedded for GOARCH=" + runtime.GOARCH)
+
+// Binary returns a copy of the embedded spawn-init for this GOARCH (a static
+// Linux ELF executable), or nil if there is none.
+func Binary() []byte {
+	if embedded == "" {
+		return nil
+	}
+	return []byte(embedded)
+}
+
+// Digest returns the lowercase hex SHA-256 of Binary(), or "" if there is
+// no binary.
+func Digest() string { return digest() }
+
+var digest = sync.OnceValue(func() string {
+	if embedded == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(embedded))
+	return hex.EncodeToString(sum[:])
+})
+
+// Install writes the embedded spawn-init to dir (created if missing) as
+// spawn-init-<first 12 hex digits of Digest()>, mode 0555, and returns its
+// absolute path. The name changes with the content, so a file in use by
+// running containers is never rewritten. A file already there with the
+// same content and mode is kept; anything else is replaced atomically
+// (temporary file, then rename), so concurrent installers are safe.
+func Install(dir string) (string, error) {
+	if embedded == "" {
+		return "", ErrUnsupportedArch
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("resolving spawn-init directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "spawn-init-"+Digest()[:12])
+	if installed(path) {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating spawn-init directory %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".spawn-init-*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("installing spawn-init in %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	_, err = tmp.WriteString(embedded)
+	if err == nil {
+		err = tmp.Chmod(0o555)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("installing spawn-init as %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// installed reports whether path is a regular file with mode 0555 and the
+// embedded content.
+func installed(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o555 || fi.Size() != int64(len(embedded)) {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	return err == nil && string(b) == embedded
+}

@@ -1,0 +1,6 @@
+package initbin
+
+import _ "embed"
+
+//go:embed spawn-init-amd64
+var embedded string

@@ -1,0 +1,168 @@
+package initbin
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// The committed files are checked on every GOARCH, including the ones that
+// embed nothing.
+const amd64File = "spawn-init-amd64"
+
+func TestBinaryIsStaticAMD64ELF(t *testing.T) {
+	b, err := os.ReadFile(amd64File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("%s is not an ELF file: %v", amd64File, err)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
+		t.Errorf("%s: class %v, machine %v, type %v; want ELFCLASS64, EM_X86_64, ET_EXEC", amd64File, f.Class, f.Machine, f.Type)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("%s has a %v program header; want a static binary", amd64File, p.Type)
+		}
+	}
+	if runtime.GOARCH == "amd64" {
+		if !bytes.Equal(Binary(), b) {
+			t.Error("Binary() differs from " + amd64File)
+		}
+		sum := sha256.Sum256(b)
+		if got, want := Digest(), hex.EncodeToString(sum[:]); got != want {
+			t.Errorf("Digest() = %s, want %s", got, want)
+		}
+	}
+}
+
+// TestBinaryIsFresh rebuilds spawn-init with the generator and the recorded
+// toolchain (GOTOOLCHAIN fetches it from the module proxy if the local Go
+// differs) and compares the result with the committed binary.
+func TestBinaryIsFresh(t *testing.T) {
+	v, err := os.ReadFile("spawn-init.goversion")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := strings.TrimSpace(string(v))
+	dir := t.TempDir()
+	cmd := exec.Command("go", "run", "gen.go", "-out", dir, "-arch", "amd64")
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+version)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rebuilding spawn-init with GOTOOLCHAIN=%s: %v\n%s", version, err, out)
+	}
+	want, err := os.ReadFile(amd64File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, amd64File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("embedded spawn-init is stale: run go generate ./spawner/initbin")
+	}
+	if gv, err := os.ReadFile(filepath.Join(dir, "spawn-init.goversion")); err != nil || !bytes.Equal(gv, v) {
+		t.Fatalf("rebuilt with %q (%v), recorded %q", gv, err, v)
+	}
+}
+
+func TestInstall(t *testing.T) {
+	if Binary() == nil {
+		if _, err := Install(t.TempDir()); !errors.Is(err, ErrUnsupportedArch) {
+			t.Fatalf("Install() error = %v, want ErrUnsupportedArch", err)
+		}
+		return
+	}
+	name := "spawn-init-" + Digest()[:12]
+	tests := []struct {
+		name      string
+		existing  []byte // content of a file already at the target path
+		mode      os.FileMode
+		wantReuse bool // the existing file is kept, not replaced
+	}{
+		{name: "fresh directory"},
+		{name: "identical file kept", existing: Binary(), mode: 0o555, wantReuse: true},
+		{name: "different content replaced", existing: []byte("truncated"), mode: 0o555},
+		{name: "same size different content replaced", existing: make([]byte, len(Binary())), mode: 0o555},
+		{name: "wrong mode replaced", existing: Binary(), mode: 0o755},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "not", "yet")
+			target := filepath.Join(dir, name)
+			var before os.FileInfo
+			if tc.existing != nil {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(target, tc.existing, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(target, tc.mode); err != nil { // past the umask
+					t.Fatal(err)
+				}
+				var err error
+				if before, err = os.Stat(target); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := Install(dir)
+			if err != nil {
+				t.Fatalf("Install() error = %v", err)
+			}
+			if got != target {
+				t.Fatalf("Install() = %s, want %s", got, target)
+			}
+			after, err := os.Stat(target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Mode() != 0o555 {
+				t.Errorf("mode = %v, want -r-xr-xr-x", after.Mode())
+			}
+			if reused := before != nil && os.SameFile(before, after); reused != tc.wantReuse {
+				t.Errorf("existing file reused = %v, want %v", reused, tc.wantReuse)
+			}
+			b, err := os.ReadFile(target)
+			if err != nil || !bytes.Equal(b, Binary()) {
+				t.Fatalf("installed content differs from Binary() (%v)", err)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil || len(entries) != 1 {
+				t.Fatalf("directory holds %v (%v), want only %s", entries, err, name)
+			}
+		})
+	}
+}
+
+func TestInstallRelativeDir(t *testing.T) {
+	if Binary() == nil {
+		t.Skip("no spawn-init embedded for GOARCH=" + runtime.GOARCH)
+	}
+	t.Chdir(t.TempDir())
+	got, err := Install("bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if want := filepath.Join(wd, "bin", "spawn-init-"+Digest()[:12]); got != want {
+		t.Fatalf("Install() = %s, want %s", got, want)
+	}
+	// The installed binary runs: with no arguments it prints its usage.
+	out, err := exec.Command(got).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(out), "usage: spawn-init") {
+		t.Fatalf("running %s: %v, %q; want exit 125 and usage", got, err, out)
+	}
+}

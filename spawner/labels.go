@@ -1,0 +1,51 @@
+package spawner
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/caddy-spawn/caddy-spawn/snapshots"
+)
+
+// Label keys put on everything caddy-spawn creates in containerd. They are
+// what the reaper sweeps by, so anything created without them would leak.
+const (
+	// LabelManaged is "true" on every container, snapshot, lease and image
+	// caddy-spawn created.
+	LabelManaged = snapshots.LabelManaged
+	// LabelOwner is the ID of the process (see NewOwnerID) that created the
+	// object. Objects of other owners are leftovers of a previous run.
+	LabelOwner = "dev.caddy-spawn/owner"
+	// LabelRoute is the route (function) name the container serves.
+	LabelRoute = "dev.caddy-spawn/route"
+	// LabelImage is the pinned manifest digest the container was made from.
+	LabelImage = "dev.caddy-spawn/image"
+	// LabelPool is the key of the pool the container belongs to.
+	LabelPool = "dev.caddy-spawn/pool"
+	// LabelCreated is the creation time, RFC 3339 in UTC.
+	LabelCreated = "dev.caddy-spawn/created"
+)
+
+// NewOwnerID returns a random owner ID. A process should make one and use it
+// for its whole life, across config reloads.
+func NewOwnerID() string {
+	return randHex(8)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (f *Function) labels(owner string) map[string]string {
+	return map[string]string{
+		LabelManaged: "true",
+		LabelOwner:   owner,
+		LabelRoute:   f.Name,
+		LabelImage:   f.Image.Digest,
+		LabelPool:    f.Key,
+		LabelCreated: time.Now().UTC().Format(time.RFC3339),
+	}
+}

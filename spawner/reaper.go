@@ -1,0 +1,127 @@
+package spawner
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+)
+
+// SweepResult counts what a sweep removed.
+type SweepResult struct {
+	Containers int
+	Snapshots  int
+	Leases     int
+}
+
+// Sweep removes every container, snapshot and lease in namespace ns that
+// carries our labels but belongs to another owner than keepOwner (pass ""
+// to remove all of ours). Frozen tasks are thawed before they are killed.
+// Not-found errors count as success: someone else removed it first.
+func Sweep(ctx context.Context, c *client.Client, ns, snapshotter, keepOwner string, logger *zap.Logger) (SweepResult, error) {
+	ctx = namespaces.WithNamespace(ctx, ns)
+	var res SweepResult
+	start := time.Now()
+
+	stale := func(labels map[string]string) bool {
+		return labels[LabelManaged] == "true" && (keepOwner == "" || labels[LabelOwner] != keepOwner)
+	}
+
+	ctrs, err := c.Containers(ctx, fmt.Sprintf("labels.%q==true", LabelManaged))
+	if err != nil {
+		return res, fmt.Errorf("listing containers in %s: %w", ns, err)
+	}
+	for _, ctr := range ctrs {
+		labels, err := ctr.Labels(ctx)
+		if err != nil {
+			if errdefs.IsNotFound(err) {
+				continue
+			}
+			return res, fmt.Errorf("reading labels of %s: %w", ctr.ID(), err)
+		}
+		if !stale(labels) {
+			continue
+		}
+		if err := removeContainer(ctx, ctr); err != nil {
+			logger.Warn("removing leftover container", zap.String("container", ctr.ID()), zap.Error(err))
+			continue
+		}
+		res.Containers++
+	}
+
+	sn := c.SnapshotService(snapshotter)
+	var keys []string
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if stale(info.Labels) {
+			keys = append(keys, info.Name)
+		}
+		return nil
+	}, fmt.Sprintf("labels.%q==true", LabelManaged))
+	if err != nil {
+		return res, fmt.Errorf("listing snapshots in %s: %w", ns, err)
+	}
+	for _, k := range keys {
+		if err := sn.Remove(ctx, k); err != nil && !errdefs.IsNotFound(err) {
+			logger.Warn("removing leftover snapshot", zap.String("snapshot", k), zap.Error(err))
+			continue
+		}
+		res.Snapshots++
+	}
+
+	ls := c.LeasesService()
+	lss, err := ls.List(ctx, fmt.Sprintf("labels.%q==true", LabelManaged))
+	if err != nil {
+		return res, fmt.Errorf("listing leases in %s: %w", ns, err)
+	}
+	for _, l := range lss {
+		if !stale(l.Labels) {
+			continue
+		}
+		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
+			logger.Warn("removing leftover lease", zap.String("lease", l.ID), zap.Error(err))
+			continue
+		}
+		res.Leases++
+	}
+	if res != (SweepResult{}) {
+		logger.Info("swept leftovers",
+			zap.String("namespace", ns),
+			zap.Int("containers", res.Containers),
+			zap.Int("snapshots", res.Snapshots),
+			zap.Int("leases", res.Leases),
+			zap.Duration("took", time.Since(start)))
+	}
+	return res, nil
+}
+
+// removeContainer kills (thawing first) and deletes a container's task, then
+// the container and its snapshot.
+func removeContainer(ctx context.Context, ctr client.Container) error {
+	ctx, cancel := context.WithTimeout(ctx, teardownTimeout)
+	defer cancel()
+	task, err := ctr.Task(ctx, nil)
+	switch {
+	case errdefs.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("loading task of %s: %w", ctr.ID(), err)
+	default:
+		if st, err := task.Status(ctx); err == nil && st.Status == client.Paused {
+			if err := task.Resume(ctx); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("thawing %s: %w", ctr.ID(), err)
+			}
+		}
+		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("deleting task of %s: %w", ctr.ID(), err)
+		}
+	}
+	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("deleting container %s: %w", ctr.ID(), err)
+	}
+	return nil
+}

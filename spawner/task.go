@@ -1,0 +1,266 @@
+package spawner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+
+	"github.com/caddy-spawn/caddy-spawn/internal/initframe"
+)
+
+// teardownTimeout bounds how long removing one container may take.
+const teardownTimeout = 15 * time.Second
+
+var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
+
+// ValidName reports whether name can be used as a function name in
+// container IDs: lowercase letters, digits and '-', at most 40 characters.
+func ValidName(name string) bool { return nameRe.MatchString(name) }
+
+// Instance is one started, single-use container: its init is waiting for
+// the request frame on stdin.
+type Instance struct {
+	ID string
+
+	s         *Spawner
+	fn        *Function
+	container client.Container
+	task      client.Task
+	dio       *cio.DirectIO
+	created   time.Time
+
+	exited    chan struct{}
+	status    client.ExitStatus
+	stdinOnce sync.Once
+	killOnce  sync.Once
+	destroyed sync.Once
+}
+
+// ExitStatus is how a container's program ended.
+type ExitStatus struct {
+	Code     uint32
+	ExitedAt time.Time
+}
+
+// Create makes a container for fn from its pinned image, with a fresh
+// writable snapshot, and starts its task: on return the init waits for the
+// request frame. On error nothing is left behind.
+func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr error) {
+	if err := fn.validate(); err != nil {
+		return nil, err
+	}
+	ctx = s.ctx(ctx)
+	id := "caddy-spawn-" + fn.Name + "-" + randHex(8)
+	labels := fn.labels(s.cfg.Owner)
+
+	var runtimeOpts any
+	if s.cfg.RuncBinary != "" {
+		runtimeOpts = &options.Options{BinaryName: s.cfg.RuncBinary}
+	}
+	c, err := s.cfg.Client.NewContainer(ctx, id,
+		client.WithImage(fn.Image.Image),
+		client.WithSnapshotter(s.cfg.Snapshotter),
+		client.WithNewSnapshot(id+"-rootfs", fn.Image.Image, snapshots.WithLabels(labels)),
+		client.WithRuntime(s.cfg.Runtime, runtimeOpts),
+		client.WithNewSpec(s.specOpts(fn, fn.Name)...),
+		client.WithContainerLabels(labels),
+	)
+	if err != nil {
+		if errdefs.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("creating container %s: %w", id, err)
+	}
+	inst := &Instance{ID: id, s: s, fn: fn, container: c, created: time.Now(), exited: make(chan struct{})}
+	defer func() {
+		if retErr != nil {
+			inst.Destroy(context.WithoutCancel(ctx))
+		}
+	}()
+
+	fifos, err := cio.NewFIFOSetInDir(s.cfg.FIFODir, id, false)
+	if err != nil {
+		return nil, fmt.Errorf("creating FIFOs for %s: %w", id, err)
+	}
+	dio, err := cio.NewDirectIO(context.WithoutCancel(ctx), fifos)
+	if err != nil {
+		fifos.Close()
+		return nil, fmt.Errorf("opening FIFOs for %s: %w", id, err)
+	}
+	inst.dio = dio
+
+	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil })
+	if err != nil {
+		return nil, fmt.Errorf("creating task for %s: %w", id, err)
+	}
+	inst.task = task
+	// Wait before Start, so the exit can't be missed; on a context that
+	// outlives the request.
+	exitCh, err := task.Wait(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("waiting on task %s: %w", id, err)
+	}
+	go func() {
+		inst.status = <-exitCh
+		close(inst.exited)
+	}()
+	if err := task.Start(ctx); err != nil {
+		return nil, fmt.Errorf("starting task %s: %w", id, err)
+	}
+	return inst, nil
+}
+
+// Function returns the function the instance was made for.
+func (i *Instance) Function() *Function { return i.fn }
+
+// Begin sends the request's environment to the init, which then execs the
+// program. Call it once, before writing the body.
+func (i *Instance) Begin(env []string) error {
+	frame, err := initframe.Encode(env)
+	if err != nil {
+		return fmt.Errorf("encoding request frame for %s: %w", i.ID, err)
+	}
+	if _, err := i.dio.Stdin.Write(frame); err != nil {
+		return fmt.Errorf("writing request frame to %s: %w", i.ID, err)
+	}
+	return nil
+}
+
+// Stdin is the program's standard input; call CloseStdin at the end.
+func (i *Instance) Stdin() io.Writer { return i.dio.Stdin }
+
+// CloseStdin closes the program's standard input, so it sees EOF. Closing
+// our end of the FIFO is not enough: the shim holds the other end open
+// until it is told to close it.
+func (i *Instance) CloseStdin(ctx context.Context) error {
+	var err error
+	i.stdinOnce.Do(func() {
+		_ = i.dio.Stdin.Close()
+		select {
+		case <-i.exited:
+			return
+		default:
+		}
+		err = i.task.CloseIO(i.s.ctx(ctx), client.WithStdinCloser)
+		if err != nil && (errdefs.IsNotFound(err) || isExitedErr(i)) {
+			err = nil
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("closing stdin of %s: %w", i.ID, err)
+	}
+	return nil
+}
+
+func isExitedErr(i *Instance) bool {
+	select {
+	case <-i.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stdout is the program's standard output; it ends when the program exits.
+func (i *Instance) Stdout() io.Reader { return i.dio.Stdout }
+
+// Stderr is the program's standard error.
+func (i *Instance) Stderr() io.Reader { return i.dio.Stderr }
+
+// Exited is closed once the program has exited (or was killed).
+func (i *Instance) Exited() <-chan struct{} { return i.exited }
+
+// ExitStatus returns the exit status; valid after Exited is closed.
+func (i *Instance) ExitStatus() ExitStatus {
+	return ExitStatus{Code: i.status.ExitCode(), ExitedAt: i.status.ExitTime()}
+}
+
+// Kill kills the container's processes now. It is safe to call at any time
+// and more than once.
+func (i *Instance) Kill(ctx context.Context) {
+	if i.task == nil {
+		return
+	}
+	select {
+	case <-i.exited:
+		return
+	default:
+	}
+	i.killOnce.Do(func() {
+		ctx := i.s.ctx(context.WithoutCancel(ctx))
+		// A frozen task can't act on a signal; thaw it first.
+		if st, err := i.task.Status(ctx); err == nil && st.Status == client.Paused {
+			_ = i.task.Resume(ctx)
+		}
+		if err := i.task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+			i.s.log.Warn("killing container",
+				zap.String("container", i.ID), zap.Error(err))
+		}
+	})
+}
+
+// Destroy kills the task if still running and removes task, container, its
+// snapshot and FIFOs. It uses its own time budget, never the request's.
+func (i *Instance) Destroy(ctx context.Context) {
+	i.destroyed.Do(func() {
+		ctx, cancel := context.WithTimeout(i.s.ctx(context.WithoutCancel(ctx)), teardownTimeout)
+		defer cancel()
+		start := time.Now()
+		if i.task != nil {
+			i.Kill(ctx)
+			select {
+			case <-i.exited:
+			case <-ctx.Done():
+			}
+			if _, err := i.task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+				i.s.log.Warn("deleting task", zap.String("container", i.ID), zap.Error(err))
+			}
+		}
+		if i.dio != nil {
+			i.dio.Cancel()
+			_ = i.dio.Close()
+		}
+		if err := i.container.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			i.s.log.Warn("deleting container", zap.String("container", i.ID), zap.Error(err))
+		}
+		if ce := i.s.log.Check(zap.DebugLevel, "container removed"); ce != nil {
+			ce.Write(zap.String("container", i.ID), zap.Duration("took", time.Since(start)))
+		}
+	})
+}
+
+// Release tears the instance down in the background, off the request's
+// critical path. Drain waits for all releases.
+func (s *Spawner) Release(i *Instance) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		i.Destroy(context.Background())
+	}()
+}
+
+// Drain waits until all released instances are gone, or ctx ends.
+func (s *Spawner) Drain(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,169 @@
+// Command testfn is the function the caddy-spawn tests run in containers. Its
+// first argument selects a behaviour; each one exercises one path of the
+// handler (CGI headers, streaming, exit codes, timeouts, isolation):
+//
+//	env                  CGI header, then the environment sorted, KEY=VALUE per line
+//	cat                  CGI header, then stdin copied to stdout
+//	cat-raw              stdin copied to stdout, no header (raw mode)
+//	status N             Status: N Custom, an X-Fn header and a short body
+//	exit N               "boom on stderr" on stderr, no stdout, exit status N
+//	sleep D              sleeps for the Go duration D, then answers "slept"
+//	stream N D           N lines "line i", each followed by a sleep of D
+//	badheader            a response whose header block is not CGI
+//	location URL         a local or client redirect (Location header only)
+//	marker               reports whether /marker exists, then creates it
+//	spin                 answers "started", then busy-loops forever
+//	output-then-exit N   CGI header and "partial", then exit status N
+//	stderr-flood         1 MiB on stderr, then CGI header and "ok"
+//
+// Unknown modes or bad arguments print a message on stderr and exit 2.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: testfn MODE [ARGS...]")
+	}
+	mode, args := os.Args[1], os.Args[2:]
+	switch mode {
+	case "env":
+		header("text/plain")
+		env := os.Environ()
+		sort.Strings(env)
+		for _, kv := range env {
+			fmt.Println(kv)
+		}
+	case "cat":
+		header("application/octet-stream")
+		copyStdin()
+	case "cat-raw":
+		copyStdin()
+	case "status":
+		n := intArg(mode, args)
+		fmt.Printf("Status: %d Custom\nContent-Type: text/plain\nX-Fn: yes\n\n", n)
+		fmt.Printf("status %d\n", n)
+	case "exit":
+		n := intArg(mode, args)
+		fmt.Fprint(os.Stderr, "boom on stderr\n")
+		os.Exit(n)
+	case "sleep":
+		time.Sleep(durationArg(mode, args, 0))
+		header("text/plain")
+		fmt.Print("slept\n")
+	case "stream":
+		n := intArg(mode, args)
+		d := durationArg(mode, args, 1)
+		header("text/plain")
+		for i := 1; i <= n; i++ {
+			fmt.Printf("line %d\n", i) // os.Stdout is unbuffered: each line leaves now
+			time.Sleep(d)
+		}
+	case "badheader":
+		fmt.Print("this is not a header line\n\nbody")
+	case "location":
+		fmt.Printf("Location: %s\n\n", stringArg(mode, args, 0))
+	case "marker":
+		marker()
+	case "spin":
+		header("text/plain")
+		fmt.Print("started\n")
+		spin()
+	case "output-then-exit":
+		n := intArg(mode, args)
+		header("text/plain")
+		fmt.Print("partial\n")
+		os.Exit(n)
+	case "stderr-flood":
+		line := strings.Repeat("x", 1023) + "\n"
+		for range 1024 {
+			if _, err := io.WriteString(os.Stderr, line); err != nil {
+				fail("writing stderr: " + err.Error())
+			}
+		}
+		header("text/plain")
+		fmt.Print("ok\n")
+	default:
+		fail("unknown mode " + strconv.Quote(mode))
+	}
+}
+
+// header prints a CGI header block with only a Content-Type.
+func header(contentType string) {
+	fmt.Printf("Content-Type: %s\n\n", contentType)
+}
+
+// copyStdin copies stdin to stdout through a 64 KiB buffer.
+func copyStdin() {
+	buf := make([]byte, 64<<10)
+	// The anonymous structs hide ReadFrom/WriteTo, so buf is really used.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{os.Stdout}, struct{ io.Reader }{os.Stdin}, buf); err != nil {
+		fail("copying stdin to stdout: " + err.Error())
+	}
+}
+
+// marker reports whether an earlier process of this container's filesystem
+// left /marker behind, then leaves one itself. A fresh container per request
+// always answers seen-marker=false.
+func marker() {
+	const path = "/marker"
+	_, err := os.Stat(path)
+	seen := err == nil
+	pid := os.Getpid()
+	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		fail("writing " + path + ": " + err.Error())
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		fail("reading hostname: " + err.Error())
+	}
+	header("text/plain")
+	fmt.Printf("seen-marker=%t\npid=%d\nhostname=%s\n", seen, pid, host)
+}
+
+// spin burns CPU forever, so only a timeout or a kill ends it.
+func spin() {
+	x := 0
+	for {
+		x++
+	}
+}
+
+func stringArg(mode string, args []string, i int) string {
+	if len(args) <= i {
+		fail(fmt.Sprintf("mode %s: missing argument %d", mode, i+1))
+	}
+	return args[i]
+}
+
+func intArg(mode string, args []string) int {
+	s := stringArg(mode, args, 0)
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		fail(fmt.Sprintf("mode %s: bad number %q", mode, s))
+	}
+	return n
+}
+
+func durationArg(mode string, args []string, i int) time.Duration {
+	s := stringArg(mode, args, i)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		fail(fmt.Sprintf("mode %s: bad duration %q", mode, s))
+	}
+	return d
+}
+
+// fail reports msg on stderr and exits 2.
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "testfn: "+msg)
+	os.Exit(2)
+}
