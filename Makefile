@@ -1,0 +1,106 @@
+# caddy-spawn — entry points. `make run` and `make test` do all set-up.
+#
+# Tools are pinned and built from source with `go install` into .tools/bin
+# (git-ignored, cached: a second run is quick). Debian packages the build
+# needs (busybox-static for images, libseccomp-dev for runc) are installed
+# with apt-get when missing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+CONTAINERD_VERSION := v2.4.2
+RUNC_VERSION       := v1.5.2
+
+TOOLS   := $(CURDIR)/.tools
+BIN     := $(TOOLS)/bin
+BUILD   := $(CURDIR)/build
+IMAGES  := $(BUILD)/images
+CADDY   := $(BUILD)/caddy
+GO      ?= go
+
+export PATH := $(BIN):$(PATH)
+export CGO_ENABLED ?= 0
+
+CONTAINERD_STAMP := $(TOOLS)/.containerd-$(CONTAINERD_VERSION)
+RUNC_STAMP       := $(TOOLS)/.runc-$(RUNC_VERSION)
+GO_SOURCES       := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
+
+.PHONY: all run test unit integration fuzz bench build images tools deps lint golden clean
+
+all: build
+
+## run: set everything up, then start Caddy with examples/Caddyfile on localhost:8080
+run: tools images build
+	@echo "caddy-spawn: serving examples on http://localhost:8080 (/hello /echo /stream /env); Ctrl-C stops"
+	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
+
+## test: set everything up, then unit, fuzz (short), containerd integration and end-to-end tests
+test: tools images build unit fuzz integration
+
+unit:
+	$(GO) test -count=1 ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReadCGIHead$$' -fuzztime 10s ./caddymodule/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 10s ./internal/initframe/
+
+# Integration and end-to-end tests need root, the pinned containerd and runc,
+# and the test images; each test binary starts its own private containerd.
+integration: tools images build
+	@[ "$$(id -u)" = 0 ] || { echo "integration tests need root (containers)"; exit 1; }
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) \
+		$(GO) test -count=1 -p 1 -timeout 30m -tags integration -v ./integration/... 2>&1 | tee $(BUILD)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; \
+		! grep -qE -- '^\s*--- SKIP' $(BUILD)/integration.log || { echo "FAIL: real tests were skipped"; exit 1; }
+
+## bench: latency and throughput against host CGI and naive per-request containers
+bench: tools images build
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) $(GO) run -tags integration ./bench
+
+## build: the Caddy binary with caddy-spawn linked in
+build: $(CADDY)
+
+$(CADDY): $(GO_SOURCES)
+	@mkdir -p $(BUILD)
+	$(GO) build -o $@ ./cmd/caddy
+
+## images: the example and test images, built from source into OCI archives
+images: deps
+	@mkdir -p $(IMAGES)
+	$(GO) run ./cmd/spawn-mkimage -out $(IMAGES)
+
+## tools: pinned containerd, its runc shim, ctr and runc in .tools/bin
+tools: deps $(CONTAINERD_STAMP) $(RUNC_STAMP)
+
+$(CONTAINERD_STAMP):
+	@mkdir -p $(BIN)
+	@echo "building containerd $(CONTAINERD_VERSION) (once; ~2 min)"
+	GOBIN=$(BIN) CGO_ENABLED=0 $(GO) install -tags 'no_btrfs no_devmapper no_zfs' \
+		github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_VERSION) \
+		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$(CONTAINERD_VERSION) \
+		github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD_VERSION)
+	@touch $@
+
+$(RUNC_STAMP):
+	@mkdir -p $(BIN)
+	@echo "building runc $(RUNC_VERSION) with seccomp (once)"
+	GOBIN=$(BIN) CGO_ENABLED=1 $(GO) install -tags seccomp github.com/opencontainers/runc@$(RUNC_VERSION)
+	@touch $@
+
+# Debian packages: busybox-static (shell image) and libseccomp-dev (runc).
+deps:
+	@if [ ! -x /bin/busybox ] || ! pkg-config --exists libseccomp 2>/dev/null; then \
+		echo "installing Debian packages: busybox-static libseccomp-dev pkg-config"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static libseccomp-dev pkg-config >/dev/null; \
+	fi
+
+## golden: rewrite the Caddyfile adapt goldens from the current adapter (review the diff!)
+golden:
+	$(GO) test ./integration/caddyfile_adapt/ -update
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/... ./bench/...
+
+clean:
+	rm -rf $(BUILD)
