@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/identifiers"
@@ -87,6 +89,11 @@ type App struct {
 	// "/run/caddy-spawn".
 	RunDir string `json:"run_dir,omitempty"`
 
+	// RefillConcurrency bounds how many containers are created at once in
+	// the background to refill pools, across all routes, so refilling never
+	// starves the machine. Default: the number of CPUs.
+	RefillConcurrency int `json:"refill_concurrency,omitempty"`
+
 	// ImageWait is how long a request waits for its route's image to become
 	// ready (e.g. while containerd starts) before getting 503. Default: 10s.
 	ImageWait caddy.Duration `json:"image_wait,omitempty"`
@@ -101,6 +108,7 @@ type App struct {
 	cancel   context.CancelFunc
 	bgDone   chan struct{}
 	initPath string
+	refill   *semaphore.Weighted
 }
 
 // ManagedContainerd configures the containerd that caddy-spawn runs as a
@@ -148,6 +156,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.ImageWait == 0 {
 		a.ImageWait = caddy.Duration(defaultImageWait)
 	}
+	if a.RefillConcurrency == 0 {
+		a.RefillConcurrency = runtime.NumCPU()
+	}
+	a.refill = semaphore.NewWeighted(int64(a.RefillConcurrency))
+	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	if a.Address == "" {
 		if a.Managed == nil {
 			a.Managed = new(ManagedContainerd)
@@ -175,6 +190,9 @@ func (a *App) Validate() error {
 	if a.Address != "" && a.Managed != nil {
 		return errors.New("address and managed are mutually exclusive: with an address, caddy-spawn uses that containerd as is")
 	}
+	if a.RefillConcurrency < 0 {
+		return errors.New("refill_concurrency: must not be negative")
+	}
 	if a.ImageWait < 0 {
 		return errors.New("image_wait: must not be negative")
 	}
@@ -200,7 +218,7 @@ func (a *App) Start() error {
 	a.backend, a.bkey = b, key
 
 	fifoDir := filepath.Join(a.RunDir, "fifo", processOwner)
-	a.spawner, err = spawner.New(spawner.Config{
+	a.spawner, err = b.spawner(spawner.Config{
 		Client:      b.client,
 		Namespace:   a.Namespace,
 		Snapshotter: a.Snapshotter,
@@ -291,7 +309,7 @@ func (a *App) prepare(ctx context.Context) error {
 			}
 			return fmt.Errorf("route %s: image %s: %w", r.name, r.image, err)
 		}
-		r.setReady(ready)
+		r.setReady(ready, a.spawner, a.refill, a.logger)
 		a.logger.Info("image ready",
 			zap.String("route", r.name),
 			zap.String("image", r.image),
@@ -329,8 +347,27 @@ type backend struct {
 	daemon  *spawner.Daemon
 	logger  *zap.Logger
 
-	mu   sync.Mutex
-	used map[string]string // namespace → snapshotter, swept at the end
+	mu       sync.Mutex
+	used     map[string]string // namespace → snapshotter, swept at the end
+	spawners map[spawner.Config]*spawner.Spawner
+}
+
+// spawner returns the Spawner for cfg, shared by every config that uses
+// the same settings, so that routes kept across reloads and the app agree.
+func (b *backend) spawner(cfg spawner.Config) (*spawner.Spawner, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	key := cfg
+	key.Logger = nil
+	if s, ok := b.spawners[key]; ok {
+		return s, nil
+	}
+	s, err := spawner.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.spawners[key] = s
+	return s, nil
 }
 
 func (b *backend) use(ns, snapshotter string) {
@@ -344,9 +381,12 @@ func (b *backend) use(ns, snapshotter string) {
 func (b *backend) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// The last config using this containerd is gone: leave nothing of ours
-	// behind in it.
+	// The last config using this containerd is gone: remove our containers
+	// (pooled and any still serving), then sweep, so nothing of ours is left.
 	b.mu.Lock()
+	for _, s := range b.spawners {
+		s.Close(ctx)
+	}
 	for ns, sn := range b.used {
 		if _, err := spawner.Sweep(ctx, b.client, ns, sn, "", b.logger); err != nil {
 			b.logger.Warn("sweeping at shutdown", zap.String("namespace", ns), zap.Error(err))
@@ -366,7 +406,10 @@ func (a *App) acquireBackend() (*backend, string, error) {
 		key = "managed:" + a.Managed.Root
 	}
 	val, _, err := backends.LoadOrNew(key, func() (caddy.Destructor, error) {
-		b := &backend{address: a.Address, logger: a.logger, used: map[string]string{}}
+		b := &backend{
+			address: a.Address, logger: a.logger,
+			used: map[string]string{}, spawners: map[spawner.Config]*spawner.Spawner{},
+		}
 		if a.Address == "" {
 			d, err := spawner.StartDaemon(context.Background(), spawner.DaemonConfig{
 				Binary:   a.Managed.Binary,

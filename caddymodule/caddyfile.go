@@ -40,6 +40,9 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		script_name   <path-prefix>
 //		memory        <size>
 //		pids          <n>
+//		pool          <n>
+//		max_concurrent <n>
+//		queue_timeout <duration>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -125,6 +128,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return d.Errf("memory: bad size %q: %v", s, err)
 			}
+			if n > 1<<50 {
+				return d.Errf("memory: size %q is too large", s)
+			}
 			h.Memory = int64(n)
 		case "pids":
 			var s string
@@ -136,6 +142,36 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("pids: %q must be a positive integer", s)
 			}
 			h.Pids = n
+		case "pool":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				return d.Errf("pool: %q must be a non-negative integer", s)
+			}
+			h.Pool = &n
+		case "max_concurrent":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				return d.Errf("max_concurrent: %q must be a positive integer", s)
+			}
+			h.MaxConcurrent = n
+		case "queue_timeout":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil || dur <= 0 {
+				return d.Errf("queue_timeout: bad duration %q", s)
+			}
+			h.QueueTimeout = caddy.Duration(dur)
 		default:
 			return d.Errf("unknown subdirective %q", sub)
 		}
@@ -153,6 +189,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		runc_binary <path>
 //		run_dir     <dir>
 //		image_wait  <duration>
+//		refill_concurrency <n>
 //		managed {
 //			binary    <containerd-path>
 //			root      <dir>
@@ -161,11 +198,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	d.Next() // consume option name
 	if existing != nil {
 		return nil, d.Err("the spawn global option may appear only once")
 	}
 	app := new(App)
-	d.Next() // consume option name
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
@@ -200,6 +237,16 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.Errf("image_wait: bad duration %q", s)
 			}
 			app.ImageWait = caddy.Duration(dur)
+		case "refill_concurrency":
+			var s string
+			if err = oneArg(d, &s); err != nil {
+				return nil, err
+			}
+			n, perr := strconv.Atoi(s)
+			if perr != nil || n <= 0 {
+				return nil, d.Errf("refill_concurrency: %q must be a positive integer", s)
+			}
+			app.RefillConcurrency = n
 		case "managed":
 			if d.NextArg() {
 				return nil, d.ArgErr()

@@ -21,6 +21,7 @@ var (
 	errFailedNoOutput = errors.New("function exited without output")
 	errStartFailed    = errors.New("starting function container")
 	errClientGone     = errors.New("client went away")
+	errOverloaded     = errors.New("too many concurrent requests")
 )
 
 // httpError maps an error to a caddyhttp.HandlerError with the status the
@@ -32,7 +33,7 @@ func httpError(err error) error {
 		status = statusClientClosedRequest
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusGatewayTimeout
-	case errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable), errors.Is(err, spawner.ErrImageNotReady):
+	case errors.Is(err, errOverloaded), errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable), errors.Is(err, spawner.ErrImageNotReady):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, errBadOutput), errors.Is(err, errFailedNoOutput), errors.Is(err, errStartFailed):
 		status = http.StatusBadGateway

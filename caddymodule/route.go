@@ -5,28 +5,48 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/caddy-spawn/caddy-spawn/snapshots"
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
 
-// route is one spawn handler's function as the app sees it: its image
-// source and, once the image is ready, the spawner.Function to run.
+// routes shares routes — and so their pools of paused containers — across
+// config reloads. The key hashes everything that changes the container
+// (see Handler.routeKey), so an unchanged route keeps its containers and a
+// changed one gets a new pool while the old one drains.
+var routes = caddy.NewUsagePool()
+
+// route is one function as the app sees it: its image source and, once the
+// image is ready, the spawner.Function and its pool.
 type route struct {
-	name    string
-	image   string
-	archive string
-	base    spawner.Function // everything but the image
+	key      string
+	name     string
+	image    string
+	archive  string
+	base     spawner.Function // everything but the image
+	poolSize int
+	limit    *semaphore.Weighted // MaxConcurrent; nil when unbounded
 
 	mu    sync.Mutex
 	ready chan struct{}
 	fn    *spawner.Function
+	sp    *spawner.Spawner
+	pool  *spawner.Pool[*spawner.Instance]
 }
 
-func newRoute(name, image, archive string, base spawner.Function) *route {
-	return &route{name: name, image: image, archive: archive, base: base, ready: make(chan struct{})}
+func newRoute(key, name, image, archive string, base spawner.Function, poolSize int) *route {
+	return &route{
+		key: key, name: name, image: image, archive: archive, base: base,
+		poolSize: poolSize, ready: make(chan struct{}),
+	}
 }
 
-func (r *route) setReady(img *snapshots.Ready) {
+// setReady pins the image, and starts the pool.
+func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *semaphore.Weighted, logger *zap.Logger) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.fn != nil {
@@ -35,6 +55,16 @@ func (r *route) setReady(img *snapshots.Ready) {
 	fn := r.base
 	fn.Image = img
 	r.fn = &fn
+	r.sp = sp
+	idle := spawnMetrics.poolIdle.WithLabelValues(r.name)
+	r.pool = spawner.NewPool(spawner.PoolConfig[*spawner.Instance]{
+		Size:   r.poolSize,
+		Create: func(ctx context.Context) (*spawner.Instance, error) { return sp.Create(ctx, &fn) },
+		Refill: refill,
+		Logger: logger.With(zap.String("route", r.name)),
+		OnIdle: func(n int) { idle.Set(float64(n)) },
+	})
+	r.pool.Start()
 	close(r.ready)
 }
 
@@ -44,9 +74,10 @@ func (r *route) isReady() bool {
 	return r.fn != nil
 }
 
-// function waits up to wait for the route's image, and returns nil if it
-// is still not ready then.
-func (r *route) function(ctx context.Context, wait time.Duration) *spawner.Function {
+// acquire waits up to wait for the route's image, then returns a running
+// container: warm from the pool, or cold. ok is false if the image is
+// still not ready.
+func (r *route) acquire(ctx context.Context, wait time.Duration) (inst *spawner.Instance, warm, ok bool, err error) {
 	select {
 	case <-r.ready:
 	default:
@@ -55,12 +86,28 @@ func (r *route) function(ctx context.Context, wait time.Duration) *spawner.Funct
 		select {
 		case <-r.ready:
 		case <-t.C:
-			return nil
+			return nil, false, false, nil
 		case <-ctx.Done():
-			return nil
+			return nil, false, false, ctx.Err()
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.fn
+	inst, warm, err = r.pool.Acquire(ctx)
+	return inst, warm, true, err
 }
+
+// Destruct drains the pool when the last config using the route is gone.
+func (r *route) Destruct() error {
+	r.mu.Lock()
+	pool := r.pool
+	r.mu.Unlock()
+	if pool != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pool.Close(ctx)
+	}
+	spawnMetrics.poolIdle.DeleteLabelValues(r.name)
+	return nil
+}
+
+// Interface guards
+var _ caddy.Destructor = (*route)(nil)

@@ -21,7 +21,71 @@ import (
 type Spawner struct {
 	cfg Config
 	log *zap.Logger
-	wg  sync.WaitGroup
+	wg  sync.WaitGroup // background releases
+
+	mu       sync.Mutex
+	closed   bool
+	creating sync.WaitGroup
+	live     map[*Instance]struct{}
+}
+
+// ErrClosed is returned by Create after Close.
+var ErrClosed = errors.New("spawner closed")
+
+// Close stops new creations, waits for those in flight, and destroys every
+// container this Spawner still has (pooled or serving). Destroying an
+// instance afterwards is a no-op.
+func (s *Spawner) Close(ctx context.Context) {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.creating.Wait()
+	s.mu.Lock()
+	live := make([]*Instance, 0, len(s.live))
+	for i := range s.live {
+		live = append(live, i)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, i := range live {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			i.Destroy(ctx)
+		}()
+	}
+	wg.Wait()
+	s.Drain(ctx)
+}
+
+// begin registers a creation in flight; false after Close.
+func (s *Spawner) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.creating.Add(1)
+	return true
+}
+
+func (s *Spawner) track(i *Instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live[i] = struct{}{}
+}
+
+func (s *Spawner) untrack(i *Instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.live, i)
+}
+
+// Live returns how many containers this Spawner has (pooled or serving).
+func (s *Spawner) Live() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live)
 }
 
 // New returns a Spawner. It does no I/O besides creating FIFODir.
@@ -41,7 +105,7 @@ func New(cfg Config) (*Spawner, error) {
 	if err := os.MkdirAll(cfg.FIFODir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating FIFO directory: %w", err)
 	}
-	return &Spawner{cfg: cfg, log: cfg.Logger}, nil
+	return &Spawner{cfg: cfg, log: cfg.Logger, live: map[*Instance]struct{}{}}, nil
 }
 
 // Client returns the containerd client.

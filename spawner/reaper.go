@@ -111,10 +111,8 @@ func removeContainer(ctx context.Context, ctr client.Container) error {
 	case err != nil:
 		return fmt.Errorf("loading task of %s: %w", ctr.ID(), err)
 	default:
-		if st, err := task.Status(ctx); err == nil && st.Status == client.Paused {
-			if err := task.Resume(ctx); err != nil && !errdefs.IsNotFound(err) {
-				return fmt.Errorf("thawing %s: %w", ctr.ID(), err)
-			}
+		if err := thawLeftover(ctx, ctr, task); err != nil {
+			return err
 		}
 		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("deleting task of %s: %w", ctr.ID(), err)
@@ -122,6 +120,31 @@ func removeContainer(ctx context.Context, ctr client.Container) error {
 	}
 	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("deleting container %s: %w", ctr.ID(), err)
+	}
+	return nil
+}
+
+// thawLeftover thaws a frozen task, so that it can act on SIGKILL. The pool
+// freezes through the cgroup freezer behind the shim's back (containerd may
+// then still report the task as running), so thaw there first; a task
+// paused through containerd is resumed through it.
+func thawLeftover(ctx context.Context, ctr client.Container, task client.Task) error {
+	if st, err := task.Status(ctx); err == nil && st.Status == client.Paused {
+		// Paused through containerd: resume through it, so the shim's own
+		// state agrees. If the shim refuses (we froze it behind its back),
+		// the freezer below does it.
+		if err := task.Resume(ctx); err == nil || errdefs.IsNotFound(err) {
+			return nil
+		}
+	}
+	spec, err := ctr.Spec(ctx)
+	if err != nil || spec.Linux == nil {
+		return nil
+	}
+	if f, err := newFreezer(spec.Linux.CgroupsPath); err == nil {
+		if err := f.thaw(); err != nil {
+			return fmt.Errorf("thawing %s: %w", ctr.ID(), err)
+		}
 	}
 	return nil
 }

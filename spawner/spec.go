@@ -11,7 +11,7 @@ import (
 
 // specOpts builds the OCI spec of a function container: the image's config,
 // the route's overrides, our init in front of the program, and hardening.
-func (s *Spawner) specOpts(f *Function, hostname string) []oci.SpecOpts {
+func (s *Spawner) specOpts(f *Function, hostname, cgroup string) []oci.SpecOpts {
 	mem := f.MemoryBytes
 	if mem == 0 {
 		mem = DefaultMemoryBytes
@@ -34,6 +34,7 @@ func (s *Spawner) specOpts(f *Function, hostname string) []oci.SpecOpts {
 	}
 	opts = append(opts,
 		oci.WithHostname(hostname),
+		oci.WithCgroup(cgroup),
 		// No capabilities: a CGI program needs none.
 		oci.WithCapabilities(nil),
 		oci.WithAmbientCapabilities(nil),

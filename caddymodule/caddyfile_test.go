@@ -1,0 +1,714 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+// checkDispenserErr asserts that err names the problem (wantErr) and, as
+// every Dispenser error does, the line it is on: "…, at Testfile:<line>".
+func checkDispenserErr(t *testing.T, err error, wantErr string, wantLine int) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want one containing %q", wantErr)
+	}
+	if !strings.Contains(err.Error(), wantErr) {
+		t.Errorf("error %q does not contain %q", err, wantErr)
+	}
+	if loc := fmt.Sprintf(", at Testfile:%d", wantLine); !strings.HasSuffix(err.Error(), loc) {
+		t.Errorf("error %q does not end with %q", err, loc)
+	}
+}
+
+func TestHandlerUnmarshalCaddyfile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		input string
+		want  Handler
+	}{
+		{
+			name:  "image only",
+			input: `spawn localhost/caddy-spawn/hello:latest`,
+			want:  Handler{Image: "localhost/caddy-spawn/hello:latest"},
+		},
+		{
+			name:  "empty block",
+			input: "spawn hello {\n}",
+			want:  Handler{Image: "hello"},
+		},
+		{
+			name: "name",
+			input: `spawn hello {
+				name greeter
+			}`,
+			want: Handler{Image: "hello", Name: "greeter"},
+		},
+		{
+			name: "image_archive",
+			input: `spawn localhost/hello:1 {
+				image_archive /srv/images/hello.tar
+			}`,
+			want: Handler{Image: "localhost/hello:1", ImageArchive: "/srv/images/hello.tar"},
+		},
+		{
+			name: "command with arguments",
+			input: `spawn hello {
+				command /bin/sh -c "echo hi"
+			}`,
+			want: Handler{Image: "hello", Command: []string{"/bin/sh", "-c", "echo hi"}},
+		},
+		{
+			name: "command alone",
+			input: `spawn hello {
+				command /app
+			}`,
+			want: Handler{Image: "hello", Command: []string{"/app"}},
+		},
+		{
+			name: "args",
+			input: `spawn hello {
+				args --verbose --level 3
+			}`,
+			want: Handler{Image: "hello", Args: []string{"--verbose", "--level", "3"}},
+		},
+		{
+			name: "multiple env",
+			input: `spawn hello {
+				env GREETING "hello world"
+				env TOKEN {env.TOKEN}
+				env EMPTY ""
+			}`,
+			want: Handler{Image: "hello", Env: map[string]string{
+				"GREETING": "hello world",
+				"TOKEN":    "{env.TOKEN}",
+				"EMPTY":    "",
+			}},
+		},
+		{
+			name: "workdir",
+			input: `spawn hello {
+				workdir /work
+			}`,
+			want: Handler{Image: "hello", WorkDir: "/work"},
+		},
+		{
+			name: "timeout in Go syntax",
+			input: `spawn hello {
+				timeout 1m30s
+			}`,
+			want: Handler{Image: "hello", Timeout: caddy.Duration(90 * time.Second)},
+		},
+		{
+			name: "timeout in days",
+			input: `spawn hello {
+				timeout 1d
+			}`,
+			want: Handler{Image: "hello", Timeout: caddy.Duration(24 * time.Hour)},
+		},
+		{
+			name: "output cgi",
+			input: `spawn hello {
+				output cgi
+			}`,
+			want: Handler{Image: "hello", Output: "cgi"},
+		},
+		{
+			name: "output raw",
+			input: `spawn hello {
+				output raw
+			}`,
+			want: Handler{Image: "hello", Output: "raw"},
+		},
+		{
+			name: "script_name",
+			input: `spawn hello {
+				script_name /fn/hello
+			}`,
+			want: Handler{Image: "hello", ScriptName: "/fn/hello"},
+		},
+		{
+			name: "memory in MiB",
+			input: `spawn hello {
+				memory 256MiB
+			}`,
+			want: Handler{Image: "hello", Memory: 268435456},
+		},
+		{
+			name: "memory in SI units",
+			input: `spawn hello {
+				memory 1.5GB
+			}`,
+			want: Handler{Image: "hello", Memory: 1500000000},
+		},
+		{
+			name: "memory in bytes",
+			input: `spawn hello {
+				memory 8388608
+			}`,
+			want: Handler{Image: "hello", Memory: 8 << 20},
+		},
+		{
+			name: "pids",
+			input: `spawn hello {
+				pids 64
+			}`,
+			want: Handler{Image: "hello", Pids: 64},
+		},
+		{
+			name: "all subdirectives",
+			input: `spawn localhost/caddy-spawn/hello:latest {
+				name          hello
+				image_archive /srv/hello.tar
+				command       /hello --serve
+				args          -v
+				env           A 1
+				env           B 2
+				workdir       /tmp
+				timeout       5s
+				output        raw
+				script_name   /hello
+				memory        64MiB
+				pids          32
+			}`,
+			want: Handler{
+				Image:        "localhost/caddy-spawn/hello:latest",
+				Name:         "hello",
+				ImageArchive: "/srv/hello.tar",
+				Command:      []string{"/hello", "--serve"},
+				Args:         []string{"-v"},
+				Env:          map[string]string{"A": "1", "B": "2"},
+				WorkDir:      "/tmp",
+				Timeout:      caddy.Duration(5 * time.Second),
+				Output:       "raw",
+				ScriptName:   "/hello",
+				Memory:       64 << 20,
+				Pids:         32,
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got Handler
+			if err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input)); err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		input    string
+		wantErr  string
+		wantLine int
+	}{
+		{
+			name:     "missing image",
+			input:    `spawn`,
+			wantErr:  "wrong argument count",
+			wantLine: 1,
+		},
+		{
+			name: "missing image before block",
+			input: `spawn {
+				name hello
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'spawn'",
+			wantLine: 1,
+		},
+		{
+			name:     "extra argument after image",
+			input:    `spawn hello world`,
+			wantErr:  "wrong argument count or unexpected line ending after 'world'",
+			wantLine: 1,
+		},
+		{
+			name: "unknown subdirective",
+			input: `spawn hello {
+				name hello
+				image other
+			}`,
+			wantErr:  `unknown subdirective "image"`,
+			wantLine: 3,
+		},
+		{
+			name: "duplicate subdirective",
+			input: `spawn hello {
+				timeout 5s
+				output raw
+				timeout 10s
+			}`,
+			wantErr:  `duplicate subdirective "timeout"`,
+			wantLine: 4,
+		},
+		{
+			name: "duplicate env key",
+			input: `spawn hello {
+				env A 1
+				env B 2
+				env A 3
+			}`,
+			wantErr:  `duplicate env variable "A"`,
+			wantLine: 4,
+		},
+		{
+			name: "bad duration",
+			input: `spawn hello {
+				timeout soon
+			}`,
+			wantErr:  `timeout: bad duration "soon"`,
+			wantLine: 2,
+		},
+		{
+			name: "zero timeout",
+			input: `spawn hello {
+				timeout 0s
+			}`,
+			wantErr:  `timeout: must be positive, got "0s"`,
+			wantLine: 2,
+		},
+		{
+			name: "negative timeout",
+			input: `spawn hello {
+				timeout -5s
+			}`,
+			wantErr:  `timeout: must be positive, got "-5s"`,
+			wantLine: 2,
+		},
+		{
+			name: "bad output",
+			input: `spawn hello {
+				output json
+			}`,
+			wantErr:  `output: "json" must be "cgi" or "raw"`,
+			wantLine: 2,
+		},
+		{
+			name: "bad memory",
+			input: `spawn hello {
+				memory lots
+			}`,
+			wantErr:  `memory: bad size "lots"`,
+			wantLine: 2,
+		},
+		{
+			name: "negative memory",
+			input: `spawn hello {
+				memory -1
+			}`,
+			wantErr:  `memory: bad size "-1"`,
+			wantLine: 2,
+		},
+		{
+			name: "pids not a number",
+			input: `spawn hello {
+				pids many
+			}`,
+			wantErr:  `pids: "many" must be a positive integer`,
+			wantLine: 2,
+		},
+		{
+			name: "zero pids",
+			input: `spawn hello {
+				pids 0
+			}`,
+			wantErr:  `pids: "0" must be a positive integer`,
+			wantLine: 2,
+		},
+		{
+			name: "name without argument",
+			input: `spawn hello {
+				name
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'name'",
+			wantLine: 2,
+		},
+		{
+			name: "name with two arguments",
+			input: `spawn hello {
+				name a b
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'b'",
+			wantLine: 2,
+		},
+		{
+			name: "env with one argument",
+			input: `spawn hello {
+				env KEY
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'KEY'",
+			wantLine: 2,
+		},
+		{
+			name: "env with three arguments",
+			input: `spawn hello {
+				env KEY a b
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'b'",
+			wantLine: 2,
+		},
+		{
+			name: "command without argument",
+			input: `spawn hello {
+				command
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'command'",
+			wantLine: 2,
+		},
+		{
+			name: "args without argument",
+			input: `spawn hello {
+				args
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'args'",
+			wantLine: 2,
+		},
+		{
+			name: "timeout without argument",
+			input: `spawn hello {
+				timeout
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'timeout'",
+			wantLine: 2,
+		},
+		{
+			name: "memory with two arguments",
+			input: `spawn hello {
+				memory 256 MiB
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'MiB'",
+			wantLine: 2,
+		},
+		{
+			name: "pids without argument",
+			input: `spawn hello {
+				pids
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'pids'",
+			wantLine: 2,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			checkDispenserErr(t, err, tc.wantErr, tc.wantLine)
+		})
+	}
+}
+
+// decodeGlobalOption unwraps what parseGlobalOption returns into an App.
+func decodeGlobalOption(t *testing.T, v any) App {
+	t.Helper()
+	ha, ok := v.(httpcaddyfile.App)
+	if !ok {
+		t.Fatalf("got %T, want httpcaddyfile.App", v)
+	}
+	if ha.Name != "spawn" {
+		t.Errorf("app name = %q, want %q", ha.Name, "spawn")
+	}
+	var app App
+	if err := json.Unmarshal(ha.Value, &app); err != nil {
+		t.Fatalf("decoding app JSON %s: %v", ha.Value, err)
+	}
+	return app
+}
+
+func TestParseGlobalOption(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		input string
+		want  App
+	}{
+		{
+			name:  "bare option",
+			input: `spawn`,
+			want:  App{},
+		},
+		{
+			name:  "empty block",
+			input: "spawn {\n}",
+			want:  App{},
+		},
+		{
+			name: "address",
+			input: `spawn {
+				address /run/containerd/containerd.sock
+			}`,
+			want: App{Address: "/run/containerd/containerd.sock"},
+		},
+		{
+			name: "namespace",
+			input: `spawn {
+				namespace my-spawn
+			}`,
+			want: App{Namespace: "my-spawn"},
+		},
+		{
+			name: "snapshotter",
+			input: `spawn {
+				snapshotter native
+			}`,
+			want: App{Snapshotter: "native"},
+		},
+		{
+			name: "runtime",
+			input: `spawn {
+				runtime io.containerd.runc.v2
+			}`,
+			want: App{Runtime: "io.containerd.runc.v2"},
+		},
+		{
+			name: "runc_binary",
+			input: `spawn {
+				runc_binary /usr/local/sbin/runc
+			}`,
+			want: App{RuncBinary: "/usr/local/sbin/runc"},
+		},
+		{
+			name: "run_dir",
+			input: `spawn {
+				run_dir /run/spawn
+			}`,
+			want: App{RunDir: "/run/spawn"},
+		},
+		{
+			name: "image_wait",
+			input: `spawn {
+				image_wait 30s
+			}`,
+			want: App{ImageWait: caddy.Duration(30 * time.Second)},
+		},
+		{
+			name: "image_wait zero",
+			input: `spawn {
+				image_wait 0
+			}`,
+			want: App{},
+		},
+		{
+			name: "managed without block",
+			input: `spawn {
+				managed
+			}`,
+			want: App{Managed: &ManagedContainerd{}},
+		},
+		{
+			name: "managed with every subdirective",
+			input: `spawn {
+				managed {
+					binary    /opt/containerd/bin/containerd
+					root      /var/lib/caddy-spawn/containerd
+					state     /run/caddy-spawn/containerd
+					log_level debug
+				}
+				namespace spawn-test
+			}`,
+			want: App{
+				Namespace: "spawn-test",
+				Managed: &ManagedContainerd{
+					Binary:   "/opt/containerd/bin/containerd",
+					Root:     "/var/lib/caddy-spawn/containerd",
+					State:    "/run/caddy-spawn/containerd",
+					LogLevel: "debug",
+				},
+			},
+		},
+		{
+			name: "everything with an address",
+			input: `spawn {
+				address     /run/containerd/containerd.sock
+				namespace   caddy-spawn-prod
+				snapshotter overlayfs
+				runtime     io.containerd.runc.v2
+				runc_binary /usr/bin/runc
+				run_dir     /run/caddy-spawn
+				image_wait  1m
+			}`,
+			want: App{
+				Address:     "/run/containerd/containerd.sock",
+				Namespace:   "caddy-spawn-prod",
+				Snapshotter: "overlayfs",
+				Runtime:     "io.containerd.runc.v2",
+				RuncBinary:  "/usr/bin/runc",
+				RunDir:      "/run/caddy-spawn",
+				ImageWait:   caddy.Duration(time.Minute),
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := parseGlobalOption(caddyfile.NewTestDispenser(tc.input), nil)
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			got := decodeGlobalOption(t, v)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got  %+v (managed %+v)\nwant %+v (managed %+v)", got, got.Managed, tc.want, tc.want.Managed)
+			}
+		})
+	}
+}
+
+func TestParseGlobalOptionErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		input    string
+		existing any
+		wantErr  string
+		wantLine int
+	}{
+		{
+			name:     "argument on the option",
+			input:    `spawn /run/containerd/containerd.sock`,
+			wantErr:  "wrong argument count",
+			wantLine: 1,
+		},
+		{
+			name: "unknown subdirective",
+			input: `spawn {
+				namespace x
+				socket /run/containerd/containerd.sock
+			}`,
+			wantErr:  `unknown subdirective "socket"`,
+			wantLine: 3,
+		},
+		{
+			name: "unknown managed subdirective",
+			input: `spawn {
+				managed {
+					root /var/lib/x
+					config /etc/containerd/config.toml
+				}
+			}`,
+			wantErr:  `unknown managed subdirective "config"`,
+			wantLine: 4,
+		},
+		{
+			name: "duplicate subdirective",
+			input: `spawn {
+				namespace a
+				snapshotter native
+				namespace b
+			}`,
+			wantErr:  `duplicate subdirective "namespace"`,
+			wantLine: 4,
+		},
+		{
+			name: "duplicate managed block",
+			input: `spawn {
+				managed {
+					root /a
+				}
+				managed
+			}`,
+			wantErr:  `duplicate subdirective "managed"`,
+			wantLine: 5,
+		},
+		{
+			name: "duplicate managed subdirective",
+			input: `spawn {
+				managed {
+					root /a
+					root /b
+				}
+			}`,
+			wantErr:  `duplicate managed subdirective "root"`,
+			wantLine: 4,
+		},
+		{
+			// The conflict is only known once the block is read, so the
+			// error points at its closing brace.
+			name: "address and managed together",
+			input: `spawn {
+				address /run/containerd/containerd.sock
+				managed {
+					root /var/lib/x
+				}
+			}`,
+			wantErr:  "address and managed are mutually exclusive",
+			wantLine: 6,
+		},
+		{
+			name: "address without argument",
+			input: `spawn {
+				address
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'address'",
+			wantLine: 2,
+		},
+		{
+			name: "namespace with two arguments",
+			input: `spawn {
+				namespace a b
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'b'",
+			wantLine: 2,
+		},
+		{
+			name: "managed with an argument",
+			input: `spawn {
+				managed /usr/bin/containerd
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after '/usr/bin/containerd'",
+			wantLine: 2,
+		},
+		{
+			name: "managed root without argument",
+			input: `spawn {
+				managed {
+					root
+				}
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'root'",
+			wantLine: 3,
+		},
+		{
+			name: "bad image_wait",
+			input: `spawn {
+				image_wait later
+			}`,
+			wantErr:  `image_wait: bad duration "later"`,
+			wantLine: 2,
+		},
+		{
+			name: "negative image_wait",
+			input: `spawn {
+				image_wait -1s
+			}`,
+			wantErr:  `image_wait: bad duration "-1s"`,
+			wantLine: 2,
+		},
+		{
+			name: "image_wait without argument",
+			input: `spawn {
+				image_wait
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'image_wait'",
+			wantLine: 2,
+		},
+		{
+			name: "second occurrence",
+			input: `spawn {
+				namespace b
+			}`,
+			existing: httpcaddyfile.App{Name: "spawn", Value: json.RawMessage(`{"namespace":"a"}`)},
+			wantErr:  "the spawn global option may appear only once",
+			wantLine: 1,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseGlobalOption(caddyfile.NewTestDispenser(tc.input), tc.existing)
+			checkDispenserErr(t, err, tc.wantErr, tc.wantLine)
+		})
+	}
+}

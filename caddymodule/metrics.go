@@ -1,0 +1,68 @@
+package caddymodule
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// spawnMetrics are process-wide collectors, registered on each config's
+// registry; their labels are bounded: route (a configured name) and small
+// enums, never container or request IDs.
+var spawnMetrics = struct {
+	once           sync.Once
+	poolIdle       *prometheus.GaugeVec
+	claims         *prometheus.CounterVec
+	startSeconds   *prometheus.HistogramVec
+	requestSeconds *prometheus.HistogramVec
+	exits          *prometheus.CounterVec
+}{}
+
+func initMetrics(registry *prometheus.Registry) error {
+	const ns, sub = "caddy", "spawn"
+	spawnMetrics.once.Do(func() {
+		spawnMetrics.poolIdle = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "pool_idle",
+			Help: "Paused single-use containers waiting in a route's pool.",
+		}, []string{"route"})
+		spawnMetrics.claims = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "claims_total",
+			Help: "Containers claimed for requests: result is hit (from the pool) or miss (created on the spot).",
+		}, []string{"route", "result"})
+		spawnMetrics.startSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "start_seconds",
+			Help:    "Time to get a running container for a request, by start type (warm: thawed from the pool; cold: created).",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2},
+		}, []string{"route", "type"})
+		spawnMetrics.requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "request_duration_seconds",
+			Help:    "Time from the start of a request to its last byte, by route.",
+			Buckets: prometheus.ExponentialBuckets(.001, 2.5, 12),
+		}, []string{"route"})
+		spawnMetrics.exits = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "exits_total",
+			Help: "Function exits by route and exit code (\"killed\" when the container was killed).",
+		}, []string{"route", "code"})
+	})
+	for _, c := range []prometheus.Collector{
+		spawnMetrics.poolIdle, spawnMetrics.claims, spawnMetrics.startSeconds,
+		spawnMetrics.requestSeconds, spawnMetrics.exits,
+	} {
+		if err := registry.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func exitCodeLabel(code uint32) string {
+	if code > 255 {
+		return "other"
+	}
+	return strconv.FormatUint(uint64(code), 10)
+}

@@ -1,0 +1,330 @@
+package caddymodule
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// validHandler is a handler as Provision leaves it: defaults applied.
+func validHandler() *Handler {
+	return &Handler{
+		Image:   "localhost/caddy-spawn/hello:latest",
+		Name:    "hello",
+		Output:  outputCGI,
+		Timeout: caddy.Duration(defaultTimeout),
+	}
+}
+
+// sampleContainerID is what spawner.Create makes of a route name.
+func sampleContainerID(name string) string { return "caddy-spawn-" + name + "-0123abcd" }
+
+func TestHandlerValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		modify  func(h *Handler)
+		wantErr string // "" means valid
+	}{
+		{name: "defaults", modify: func(*Handler) {}},
+		{name: "image by digest", modify: func(h *Handler) {
+			h.Image = "docker.io/library/nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		}},
+		{name: "short image name", modify: func(h *Handler) { h.Image = "busybox" }},
+		{name: "raw output", modify: func(h *Handler) { h.Output = outputRaw }},
+		{name: "name of 40 characters", modify: func(h *Handler) { h.Name = strings.Repeat("a", 40) }},
+		{name: "name with digits and dashes", modify: func(h *Handler) { h.Name = "thumb-2x" }},
+		{name: "zero timeout", modify: func(h *Handler) { h.Timeout = 0 }},
+		{name: "memory unset", modify: func(h *Handler) { h.Memory = 0 }},
+		{name: "memory exactly 4 MiB", modify: func(h *Handler) { h.Memory = 4 << 20 }},
+		{name: "pids", modify: func(h *Handler) { h.Pids = 1 }},
+		{name: "env", modify: func(h *Handler) { h.Env = map[string]string{"TOKEN": "{env.TOKEN}", "EMPTY": ""} }},
+		{name: "script_name", modify: func(h *Handler) { h.ScriptName = "/fn/hello" }},
+		{
+			name:    "missing image",
+			modify:  func(h *Handler) { h.Image = "" },
+			wantErr: "image: required",
+		},
+		// An uppercase first component is a registry host, as in
+		// "UPPER:5000/case": the reference is valid.
+		{name: "uppercase registry", modify: func(h *Handler) { h.Image = "UPPER/case:tag" }},
+		{
+			name:    "uppercase repository",
+			modify:  func(h *Handler) { h.Image = "localhost/Hello:1" },
+			wantErr: `image: "localhost/Hello:1" is not a valid image reference`,
+		},
+		{
+			name:    "uppercase short name",
+			modify:  func(h *Handler) { h.Image = "UPPER:tag" },
+			wantErr: `image: "UPPER:tag" is not a valid image reference`,
+		},
+		{
+			name:    "image with a space",
+			modify:  func(h *Handler) { h.Image = "a b" },
+			wantErr: `image: "a b" is not a valid image reference`,
+		},
+		{
+			name:    "image with a bad digest",
+			modify:  func(h *Handler) { h.Image = "nginx@sha256:abc" },
+			wantErr: `image: "nginx@sha256:abc" is not a valid image reference`,
+		},
+		{
+			name:    "empty name",
+			modify:  func(h *Handler) { h.Name = "" },
+			wantErr: `name: "" must be 1-40 lowercase letters and digits, separated by single '-'`,
+		},
+		{
+			name:    "uppercase name",
+			modify:  func(h *Handler) { h.Name = "Hello" },
+			wantErr: `name: "Hello" must be`,
+		},
+		{
+			name:    "name with underscore",
+			modify:  func(h *Handler) { h.Name = "a_b" },
+			wantErr: `name: "a_b" must be`,
+		},
+		{
+			name:    "name starting with a dash",
+			modify:  func(h *Handler) { h.Name = "-a" },
+			wantErr: `name: "-a" must be`,
+		},
+		{
+			name:    "name of 41 characters",
+			modify:  func(h *Handler) { h.Name = strings.Repeat("a", 41) },
+			wantErr: "name: ",
+		},
+		{
+			name:    "name with consecutive dashes",
+			modify:  func(h *Handler) { h.Name = "a--b" },
+			wantErr: `name: "a--b"`,
+		},
+		{
+			name:    "name ending in a dash",
+			modify:  func(h *Handler) { h.Name = "a-" },
+			wantErr: `name: "a-"`,
+		},
+		{
+			name:    "bad output",
+			modify:  func(h *Handler) { h.Output = "json" },
+			wantErr: `output: "json" must be "cgi" or "raw"`,
+		},
+		{
+			name:    "output unset",
+			modify:  func(h *Handler) { h.Output = "" },
+			wantErr: `output: "" must be "cgi" or "raw"`,
+		},
+		{
+			name:    "negative timeout",
+			modify:  func(h *Handler) { h.Timeout = caddy.Duration(-time.Second) },
+			wantErr: "timeout: must not be negative",
+		},
+		{
+			name:    "memory too small",
+			modify:  func(h *Handler) { h.Memory = 4<<20 - 1 },
+			wantErr: "memory: must be at least 4 MiB",
+		},
+		{
+			name:    "negative memory",
+			modify:  func(h *Handler) { h.Memory = -1 },
+			wantErr: "memory: must be at least 4 MiB",
+		},
+		{
+			name:    "negative pids",
+			modify:  func(h *Handler) { h.Pids = -1 },
+			wantErr: "pids: must not be negative",
+		},
+		{
+			name:    "empty env key",
+			modify:  func(h *Handler) { h.Env = map[string]string{"": "x"} },
+			wantErr: `env: invalid variable name ""`,
+		},
+		{
+			name:    "env key with '='",
+			modify:  func(h *Handler) { h.Env = map[string]string{"A=B": "x"} },
+			wantErr: `env: invalid variable name "A=B"`,
+		},
+		{
+			name:    "env key with NUL",
+			modify:  func(h *Handler) { h.Env = map[string]string{"A\x00B": "x"} },
+			wantErr: `env: invalid variable name "A\x00B"`,
+		},
+		{
+			name:    "script_name without leading slash",
+			modify:  func(h *Handler) { h.ScriptName = "fn/hello" },
+			wantErr: `script_name: "fn/hello" must start with '/'`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := validHandler()
+			tc.modify(h)
+			err := h.Validate()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.wantErr == "":
+				// A name Validate accepts must make a container ID
+				// containerd accepts too.
+				if err := identifiers.Validate(sampleContainerID(h.Name)); err != nil {
+					t.Errorf("valid name %q makes an invalid container ID: %v", h.Name, err)
+				}
+			case err == nil:
+				t.Fatalf("got no error, want one containing %q", tc.wantErr)
+			case !strings.Contains(err.Error(), tc.wantErr):
+				t.Errorf("error %q does not contain %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// validApp is an app as Provision leaves it (address mode).
+func validApp() *App {
+	return &App{
+		Address:     "/run/containerd/containerd.sock",
+		Namespace:   defaultNamespace,
+		Snapshotter: defaultSnapshotter,
+		RunDir:      defaultRunDir,
+		ImageWait:   caddy.Duration(defaultImageWait),
+	}
+}
+
+func TestAppValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		modify  func(a *App)
+		wantErr string // "" means valid
+	}{
+		{name: "address", modify: func(*App) {}},
+		{name: "managed", modify: func(a *App) {
+			a.Address = ""
+			a.Managed = &ManagedContainerd{Root: "/var/lib/caddy/spawn/containerd", State: "/run/caddy-spawn/containerd-0123abcd"}
+		}},
+		{name: "namespace with dots and mixed case", modify: func(a *App) { a.Namespace = "Caddy.spawn_2" }},
+		{name: "zero image_wait", modify: func(a *App) { a.ImageWait = 0 }},
+		{
+			name:    "namespace default",
+			modify:  func(a *App) { a.Namespace = "default" },
+			wantErr: `namespace: "default" belongs to other tools`,
+		},
+		{
+			name:    "namespace k8s.io",
+			modify:  func(a *App) { a.Namespace = "k8s.io" },
+			wantErr: `namespace: "k8s.io" belongs to other tools`,
+		},
+		{
+			name:    "namespace moby",
+			modify:  func(a *App) { a.Namespace = "moby" },
+			wantErr: `namespace: "moby" belongs to other tools`,
+		},
+		{
+			name:    "namespace with a space",
+			modify:  func(a *App) { a.Namespace = "caddy spawn" },
+			wantErr: `namespace: identifier "caddy spawn" must match`,
+		},
+		{
+			name:    "namespace with a slash",
+			modify:  func(a *App) { a.Namespace = "caddy/spawn" },
+			wantErr: `namespace: identifier "caddy/spawn" must match`,
+		},
+		{
+			name:    "namespace with consecutive separators",
+			modify:  func(a *App) { a.Namespace = "caddy--spawn" },
+			wantErr: `namespace: identifier "caddy--spawn" must match`,
+		},
+		{
+			name:    "namespace too long",
+			modify:  func(a *App) { a.Namespace = strings.Repeat("n", 77) },
+			wantErr: "namespace: identifier",
+		},
+		{
+			name:    "empty namespace",
+			modify:  func(a *App) { a.Namespace = "" },
+			wantErr: "namespace: identifier must not be empty",
+		},
+		{
+			name:    "address and managed",
+			modify:  func(a *App) { a.Managed = &ManagedContainerd{} },
+			wantErr: "address and managed are mutually exclusive",
+		},
+		{
+			name:    "negative image_wait",
+			modify:  func(a *App) { a.ImageWait = caddy.Duration(-time.Second) },
+			wantErr: "image_wait: must not be negative",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := validApp()
+			tc.modify(a)
+			err := a.Validate()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.wantErr == "":
+			case err == nil:
+				t.Fatalf("got no error, want one containing %q", tc.wantErr)
+			case !strings.Contains(err.Error(), tc.wantErr):
+				t.Errorf("error %q does not contain %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestNameFromImage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		image string
+		want  string
+	}{
+		{name: "local image with tag", image: "localhost/caddy-spawn/hello:latest", want: "hello"},
+		{name: "bare name", image: "nginx", want: "nginx"},
+		{name: "bare name with tag", image: "nginx:1.27", want: "nginx"},
+		{
+			name:  "digest",
+			image: "docker.io/library/nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			want:  "nginx",
+		},
+		{
+			name:  "tag and digest",
+			image: "nginx:1.27@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			want:  "nginx",
+		},
+		{name: "registry with port", image: "reg:5000/a/B_c:1", want: "b-c"},
+		{name: "registry with port, no tag", image: "reg:5000/thumb", want: "thumb"},
+		{name: "dots become dashes", image: "ghcr.io/org/my.app:v1", want: "my-app"},
+		{name: "separators trimmed", image: "localhost/_app_:1", want: "app"},
+		{name: "nothing usable", image: "localhost/___", want: ""},
+		{name: "truncated to 40", image: "localhost/" + strings.Repeat("x", 50), want: strings.Repeat("x", 40)},
+		{
+			name:  "double underscore",
+			image: "localhost/my__app:1",
+			want:  "my-app",
+		},
+		{
+			name:  "truncation leaves no trailing dash",
+			image: "localhost/" + strings.Repeat("a", 39) + "_b",
+			want:  strings.Repeat("a", 39),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := nameFromImage(tc.image)
+			if got != tc.want {
+				t.Errorf("nameFromImage(%q) = %q, want %q", tc.image, got, tc.want)
+			}
+			if got == "" {
+				return
+			}
+			// A derived name must pass Validate and make a container ID
+			// containerd accepts.
+			h := validHandler()
+			h.Name = got
+			if err := h.Validate(); err != nil {
+				t.Errorf("derived name %q fails Validate: %v", got, err)
+			}
+			if err := identifiers.Validate(sampleContainerID(got)); err != nil {
+				t.Errorf("derived name %q makes an invalid container ID: %v", got, err)
+			}
+		})
+	}
+}
