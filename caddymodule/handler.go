@@ -318,7 +318,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 		return httpError(h.causeOf(ctx, r, fmt.Errorf("%w: %w", errStartFailed, err)))
 	}
-	defer h.app.spawner.Release(inst)
+	defer h.route.release(h.app.spawner, inst)
 	h.recordStart(r, inst, warm, time.Since(acquireStart))
 
 	// Kill the container the moment the request times out or the client
@@ -383,7 +383,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 
 	select {
-	case <-inst.Exited():
+	case <-inst.Done():
 	case <-ctx.Done():
 	}
 	if ctx.Err() != nil {
@@ -396,7 +396,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			zap.String("route", h.Name), zap.String("container", inst.ID), zap.String("reason", reason))
 		panic(http.ErrAbortHandler)
 	}
-	code := inst.ExitStatus().Code
+	code := inst.ExitCode()
 	hdr.Set(trailerExitCode, strconv.FormatUint(uint64(code), 10))
 	spawnMetrics.exits.WithLabelValues(h.Name, exitCodeLabel(code)).Inc()
 	waitBounded(stderrDone, time.Second)
@@ -466,12 +466,12 @@ func (h *Handler) failBeforeHeader(ctx context.Context, r *http.Request, inst *s
 	if errors.Is(err, errNoOutput) {
 		// The program closed stdout: wait for its exit to tell why.
 		select {
-		case <-inst.Exited():
+		case <-inst.Done():
 		case <-ctx.Done():
 		}
 	}
 	inst.Kill(context.Background())
-	waitBounded(inst.Exited(), 2*time.Second)
+	waitBounded(inst.Done(), 2*time.Second)
 	waitBounded(stderrDone, time.Second)
 
 	var cause error
@@ -482,14 +482,14 @@ func (h *Handler) failBeforeHeader(ctx context.Context, r *http.Request, inst *s
 	case errors.As(err, &mh):
 		cause = fmt.Errorf("%w: %w", errBadOutput, err)
 	case errors.Is(err, errNoOutput):
-		cause = fmt.Errorf("%w (exit code %d)", errFailedNoOutput, inst.ExitStatus().Code)
+		cause = fmt.Errorf("%w (exit code %d)", errFailedNoOutput, inst.ExitCode())
 	default:
 		cause = fmt.Errorf("%w: %w", errBadOutput, err)
 	}
 	code := uint32(0)
 	select {
-	case <-inst.Exited():
-		code = inst.ExitStatus().Code
+	case <-inst.Done():
+		code = inst.ExitCode()
 	default:
 	}
 	h.logStderr(inst, code, stderr)

@@ -95,6 +95,18 @@ func (r *route) acquire(ctx context.Context, wait time.Duration) (inst *spawner.
 	return inst, warm, true, err
 }
 
+// release tears a used container down in the background and lets the pool
+// refill.
+func (r *route) release(sp *spawner.Spawner, inst *spawner.Instance) {
+	sp.Release(inst)
+	r.mu.Lock()
+	pool := r.pool
+	r.mu.Unlock()
+	if pool != nil {
+		pool.Kick()
+	}
+}
+
 // Destruct drains the pool when the last config using the route is gone.
 func (r *route) Destruct() error {
 	r.mu.Lock()

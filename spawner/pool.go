@@ -87,7 +87,11 @@ func (p *Pool[T]) Acquire(ctx context.Context) (inst T, warm bool, err error) {
 		if !ok {
 			break
 		}
-		p.signal()
+		// Refill once the claimed container's request is done (Kick), or
+		// after refillDelay for long requests: creating a container costs
+		// far more CPU than serving a short request, so refilling right away
+		// would slow down the very request that emptied the slot.
+		time.AfterFunc(refillDelay, p.signal)
 		select {
 		case <-t.Exited():
 			// Died while waiting (OOM, killed from outside): never serve it.
@@ -105,6 +109,13 @@ func (p *Pool[T]) Acquire(ctx context.Context) (inst T, warm bool, err error) {
 	inst, err = p.cfg.Create(ctx)
 	return inst, false, err
 }
+
+// refillDelay is how long a claim waits for Kick before refilling anyway.
+const refillDelay = 50 * time.Millisecond
+
+// Kick tells the pool that a claimed container's request has finished, so
+// refilling can start now.
+func (p *Pool[T]) Kick() { p.signal() }
 
 // Idle returns how many containers wait in the pool.
 func (p *Pool[T]) Idle() int {

@@ -58,6 +58,11 @@ type Instance struct {
 
 	exited    chan struct{}
 	status    client.ExitStatus
+	token     string        // exit-record token sent in the frame
+	stderr    io.Reader     // program stderr minus the exit record
+	done      chan struct{} // closed when the exit code is known
+	doneOnce  sync.Once
+	code      uint32
 	stdinOnce sync.Once
 	destroyed sync.Once
 }
@@ -104,6 +109,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	inst := &Instance{
 		ID: id, s: s, fn: fn, container: c, created: time.Now(),
 		cgroup: cgroupsPath(s.cfg.Namespace, id), exited: make(chan struct{}),
+		token: randHex(32), done: make(chan struct{}),
 	}
 	s.track(inst)
 	defer func() {
@@ -122,6 +128,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		return nil, fmt.Errorf("opening FIFOs for %s: %w", id, err)
 	}
 	inst.dio = dio
+	inst.stderr = newExitFilter(dio.Stderr, inst.token, func(code int) { inst.finish(uint32(code)) })
 
 	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil })
 	if err != nil {
@@ -137,6 +144,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	go func() {
 		inst.status = <-exitCh
 		close(inst.exited)
+		inst.finish(inst.status.ExitCode())
 	}()
 	if err := task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting task %s: %w", id, err)
@@ -199,9 +207,10 @@ func (i *Instance) Created() time.Time { return i.created }
 // Function returns the function the instance was made for.
 func (i *Instance) Function() *Function { return i.fn }
 
-// Begin sends the request's environment to the init, which then execs the
+// Begin sends the request's environment to the init, which then starts the
 // program. Call it once, before writing the body.
 func (i *Instance) Begin(env []string) error {
+	env = append(env[:len(env):len(env)], exitTokenKey+"="+i.token)
 	frame, err := initframe.Encode(env)
 	if err != nil {
 		return fmt.Errorf("encoding request frame for %s: %w", i.ID, err)
@@ -250,8 +259,28 @@ func isExitedErr(i *Instance) bool {
 // Stdout is the program's standard output; it ends when the program exits.
 func (i *Instance) Stdout() io.Reader { return i.dio.Stdout }
 
-// Stderr is the program's standard error.
-func (i *Instance) Stderr() io.Reader { return i.dio.Stderr }
+// Stderr is the program's standard error. Read it: the init's exit record
+// travels on it and makes Done fire early (see Done).
+func (i *Instance) Stderr() io.Reader { return i.stderr }
+
+// exitTokenKey switches the init to supervisor mode (cmd/spawn-init).
+const exitTokenKey = "SPAWN_EXIT_TOKEN"
+
+// Done is closed once the program's exit code is known: from the init's
+// exit record on stderr (as soon as the program exits), or from
+// containerd's exit event (~2 ms later), whichever comes first.
+func (i *Instance) Done() <-chan struct{} { return i.done }
+
+// ExitCode is the program's exit code (128+n for signal n); valid after
+// Done is closed.
+func (i *Instance) ExitCode() uint32 { return i.code }
+
+func (i *Instance) finish(code uint32) {
+	i.doneOnce.Do(func() {
+		i.code = code
+		close(i.done)
+	})
+}
 
 // Exited is closed once the program has exited (or was killed).
 func (i *Instance) Exited() <-chan struct{} { return i.exited }

@@ -1,0 +1,91 @@
+package spawner
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+)
+
+// exitMarker starts the exit record our init writes to stderr in
+// supervisor mode (see cmd/spawn-init): "\x00SPAWN-EXIT <token> <code>\n".
+const exitMarker = "\x00SPAWN-EXIT "
+
+// maxExitRecord bounds a record's length, so a partial one is never held
+// back for long.
+const maxExitRecord = len(exitMarker) + 64 + 1 + 11 + 1
+
+// exitFilter passes a program's stderr through, minus the init's exit
+// record, which it parses and reports once. A NUL-led tail that may be the
+// start of a record is held back until the next read or EOF.
+type exitFilter struct {
+	r       io.Reader
+	record  []byte // exitMarker + token + " "
+	onExit  func(code int)
+	pending []byte
+	out     []byte
+	eof     bool
+	found   bool
+}
+
+func newExitFilter(r io.Reader, token string, onExit func(code int)) *exitFilter {
+	return &exitFilter{r: r, record: []byte(exitMarker + token + " "), onExit: onExit}
+}
+
+func (f *exitFilter) Read(p []byte) (int, error) {
+	for len(f.out) == 0 {
+		if f.eof {
+			if len(f.pending) > 0 {
+				f.out, f.pending = f.pending, nil
+				break
+			}
+			return 0, io.EOF
+		}
+		buf := make([]byte, 32<<10)
+		n, err := f.r.Read(buf)
+		f.pending = append(f.pending, buf[:n]...)
+		if err != nil {
+			f.eof = true
+		}
+		f.scan()
+	}
+	n := copy(p, f.out)
+	f.out = f.out[n:]
+	return n, nil
+}
+
+// scan moves what is certainly not (part of) a record from pending to out,
+// and consumes a complete record.
+func (f *exitFilter) scan() {
+	for {
+		i := bytes.IndexByte(f.pending, 0)
+		if i < 0 || f.found {
+			f.out = append(f.out, f.pending...)
+			f.pending = f.pending[:0]
+			return
+		}
+		f.out = append(f.out, f.pending[:i]...)
+		f.pending = f.pending[i:]
+		rest := f.pending
+		if len(rest) < len(f.record) {
+			if bytes.HasPrefix(f.record, rest) && !f.eof {
+				return // maybe a record, cut short: wait for more
+			}
+		} else if bytes.HasPrefix(rest, f.record) {
+			end := bytes.IndexByte(rest, '\n')
+			if end < 0 && len(rest) < maxExitRecord && !f.eof {
+				return
+			}
+			if end > 0 {
+				if code, err := strconv.Atoi(string(rest[len(f.record):end])); err == nil {
+					f.found = true
+					f.pending = f.pending[end+1:]
+					f.onExit(code)
+					continue
+				}
+			}
+		}
+		// Not a record: pass the NUL on and keep scanning after it.
+		f.out = append(f.out, f.pending[0])
+		f.pending = f.pending[1:]
+	}
+}

@@ -1,0 +1,56 @@
+package spawner
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestExitFilter(t *testing.T) {
+	const token = "0123456789abcdef0123456789abcdef"
+	rec := exitMarker + token + " 3\n"
+	for _, tc := range []struct {
+		name     string
+		input    string
+		want     string
+		wantCode int // -1: no record
+	}{
+		{name: "record only", input: rec, want: "", wantCode: 3},
+		{name: "text then record", input: "boom\n" + rec, want: "boom\n", wantCode: 3},
+		{name: "text around record", input: "a\n" + rec + "late\n", want: "a\nlate\n", wantCode: 3},
+		{name: "no record", input: "plain stderr\n", want: "plain stderr\n", wantCode: -1},
+		{name: "forged token", input: exitMarker + "ffffffffffffffffffffffffffffffff 0\n", want: exitMarker + "ffffffffffffffffffffffffffffffff 0\n", wantCode: -1},
+		{name: "NULs in text", input: "x\x00y\x00\n" + rec, want: "x\x00y\x00\n", wantCode: 3},
+		{name: "truncated record at EOF", input: "z" + exitMarker + token, want: "z" + exitMarker + token, wantCode: -1},
+		{name: "second record ignored", input: rec + exitMarker + token + " 9\n", want: exitMarker + token + " 9\n", wantCode: 3},
+	} {
+		for _, split := range []bool{false, true} {
+			name := tc.name
+			if split {
+				name += "/one byte reads"
+			}
+			t.Run(name, func(t *testing.T) {
+				var r io.Reader = strings.NewReader(tc.input)
+				if split {
+					r = iotest.OneByteReader(r)
+				}
+				code, calls := -1, 0
+				f := newExitFilter(r, token, func(c int) { code = c; calls++ })
+				got, err := io.ReadAll(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(got) != tc.want {
+					t.Errorf("output = %q, want %q", got, tc.want)
+				}
+				if code != tc.wantCode {
+					t.Errorf("code = %d, want %d", code, tc.wantCode)
+				}
+				if calls > 1 {
+					t.Errorf("onExit called %d times", calls)
+				}
+			})
+		}
+	}
+}
