@@ -203,7 +203,7 @@ func (a *App) Validate() error {
 // runs, and gets every route's image ready. A route whose image does not
 // exist fails the start. If containerd can't be reached, the start goes on:
 // requests get 503 until it is back.
-func (a *App) Start() error {
+func (a *App) Start() (err error) {
 	initDir := filepath.Join(caddy.AppDataDir(), "spawn", "bin")
 	p, err := initbin.Install(initDir)
 	if err != nil {
@@ -216,6 +216,13 @@ func (a *App) Start() error {
 		return err
 	}
 	a.backend, a.bkey = b, key
+	// Caddy does not Stop an app whose Start failed: release here, or a
+	// refused config would keep the containerd backend alive forever.
+	defer func() {
+		if err != nil {
+			a.releaseBackend()
+		}
+	}()
 
 	fifoDir := filepath.Join(a.RunDir, "fifo", processOwner)
 	a.spawner, err = b.spawner(spawner.Config{
@@ -262,11 +269,22 @@ func (a *App) Stop() error {
 		a.cancel()
 		<-a.bgDone
 	}
-	if a.bkey != "" {
-		if _, err := backends.Delete(a.bkey); err != nil {
-			return fmt.Errorf("releasing containerd backend: %w", err)
-		}
-		a.bkey = ""
+	return a.releaseBackend()
+}
+
+// Cleanup releases what a Start that never got its Stop still holds.
+func (a *App) Cleanup() error {
+	return a.releaseBackend()
+}
+
+func (a *App) releaseBackend() error {
+	if a.bkey == "" {
+		return nil
+	}
+	key := a.bkey
+	a.bkey = ""
+	if _, err := backends.Delete(key); err != nil {
+		return fmt.Errorf("releasing containerd backend: %w", err)
 	}
 	return nil
 }
@@ -456,8 +474,9 @@ func removeStaleFIFODirs(parent, keep string) {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
-	_ caddy.Validator   = (*App)(nil)
-	_ caddy.Destructor  = (*backend)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ caddy.Destructor   = (*backend)(nil)
 )

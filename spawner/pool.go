@@ -12,6 +12,7 @@ import (
 // Pooled is what a Pool holds: a started, single-use container that can be
 // frozen while it waits and thawed when claimed. *Instance implements it.
 type Pooled interface {
+	WaitReady(ctx context.Context) error
 	Pause() error
 	Thaw() error
 	Exited() <-chan struct{}
@@ -250,7 +251,13 @@ func (p *Pool[T]) fillOne() (T, error) {
 	if err != nil {
 		return t, err
 	}
-	if err := t.Pause(); err != nil {
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	err = t.WaitReady(ctx)
+	cancel()
+	if err == nil {
+		err = t.Pause()
+	}
+	if err != nil {
 		t.Destroy(context.Background())
 		var zero T
 		return zero, err

@@ -19,10 +19,11 @@ type fakeInst struct {
 	exited    chan struct{}
 }
 
-func (f *fakeInst) Pause() error                { f.paused.Store(true); return nil }
-func (f *fakeInst) Thaw() error                 { f.thawed.Store(true); return nil }
-func (f *fakeInst) Exited() <-chan struct{}     { return f.exited }
-func (f *fakeInst) Destroy(ctx context.Context) { f.destroyed.Store(true) }
+func (f *fakeInst) WaitReady(context.Context) error { return nil }
+func (f *fakeInst) Pause() error                    { f.paused.Store(true); return nil }
+func (f *fakeInst) Thaw() error                     { f.thawed.Store(true); return nil }
+func (f *fakeInst) Exited() <-chan struct{}         { return f.exited }
+func (f *fakeInst) Destroy(ctx context.Context)     { f.destroyed.Store(true) }
 
 type fakeFactory struct {
 	mu        sync.Mutex

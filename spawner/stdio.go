@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"io"
 	"strconv"
+	"strings"
 )
+
+// readyRecord is what our init writes to stderr once it is about to block
+// reading the request frame: the container is started and may be frozen.
+const readyRecord = "\x00SPAWN-READY\n"
 
 // exitMarker starts the exit record our init writes to stderr in
 // supervisor mode (see cmd/spawn-init): "\x00SPAWN-EXIT <token> <code>\n".
@@ -21,14 +26,16 @@ type exitFilter struct {
 	r       io.Reader
 	record  []byte // exitMarker + token + " "
 	onExit  func(code int)
+	onReady func()
+	ready   bool
 	pending []byte
 	out     []byte
 	eof     bool
 	found   bool
 }
 
-func newExitFilter(r io.Reader, token string, onExit func(code int)) *exitFilter {
-	return &exitFilter{r: r, record: []byte(exitMarker + token + " "), onExit: onExit}
+func newExitFilter(r io.Reader, token string, onReady func(), onExit func(code int)) *exitFilter {
+	return &exitFilter{r: r, record: []byte(exitMarker + token + " "), onExit: onExit, onReady: onReady}
 }
 
 func (f *exitFilter) Read(p []byte) (int, error) {
@@ -58,7 +65,7 @@ func (f *exitFilter) Read(p []byte) (int, error) {
 func (f *exitFilter) scan() {
 	for {
 		i := bytes.IndexByte(f.pending, 0)
-		if i < 0 || f.found {
+		if i < 0 || (f.found && f.ready) {
 			f.out = append(f.out, f.pending...)
 			f.pending = f.pending[:0]
 			return
@@ -66,6 +73,20 @@ func (f *exitFilter) scan() {
 		f.out = append(f.out, f.pending[:i]...)
 		f.pending = f.pending[i:]
 		rest := f.pending
+		if !f.ready {
+			// The init's ready record comes first, before any program output.
+			if len(rest) < len(readyRecord) && strings.HasPrefix(readyRecord, string(rest)) && !f.eof {
+				return
+			}
+			if strings.HasPrefix(string(rest), readyRecord) {
+				f.ready = true
+				f.pending = f.pending[len(readyRecord):]
+				if f.onReady != nil {
+					f.onReady()
+				}
+				continue
+			}
+		}
 		if len(rest) < len(f.record) {
 			if bytes.HasPrefix(f.record, rest) && !f.eof {
 				return // maybe a record, cut short: wait for more

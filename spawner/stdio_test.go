@@ -36,7 +36,7 @@ func TestExitFilter(t *testing.T) {
 					r = iotest.OneByteReader(r)
 				}
 				code, calls := -1, 0
-				f := newExitFilter(r, token, func(c int) { code = c; calls++ })
+				f := newExitFilter(r, token, nil, func(c int) { code = c; calls++ })
 				got, err := io.ReadAll(f)
 				if err != nil {
 					t.Fatal(err)
@@ -51,6 +51,31 @@ func TestExitFilter(t *testing.T) {
 					t.Errorf("onExit called %d times", calls)
 				}
 			})
+		}
+	}
+}
+
+func TestExitFilterReady(t *testing.T) {
+	const token = "0123456789abcdef0123456789abcdef"
+	in := readyRecord + "hello\n" + readyRecord + exitMarker + token + " 0\n"
+	for _, split := range []bool{false, true} {
+		var r io.Reader = strings.NewReader(in)
+		if split {
+			r = iotest.OneByteReader(r)
+		}
+		readies, code := 0, -1
+		f := newExitFilter(r, token, func() { readies++ }, func(c int) { code = c })
+		got, err := io.ReadAll(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Only the first ready record is the init's; a later one is program
+		// output and passes through.
+		if want := "hello\n" + readyRecord; string(got) != want {
+			t.Errorf("split=%v: output %q, want %q", split, got, want)
+		}
+		if readies != 1 || code != 0 {
+			t.Errorf("split=%v: readies=%d code=%d, want 1 and 0", split, readies, code)
 		}
 	}
 }

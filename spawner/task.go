@@ -61,6 +61,7 @@ type Instance struct {
 	token     string        // exit-record token sent in the frame
 	stderr    io.Reader     // program stderr minus the exit record
 	done      chan struct{} // closed when the exit code is known
+	ready     chan struct{} // closed when the init waits for its frame
 	doneOnce  sync.Once
 	code      uint32
 	stdinOnce sync.Once
@@ -109,7 +110,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	inst := &Instance{
 		ID: id, s: s, fn: fn, container: c, created: time.Now(),
 		cgroup: cgroupsPath(s.cfg.Namespace, id), exited: make(chan struct{}),
-		token: randHex(32), done: make(chan struct{}),
+		token: randHex(32), done: make(chan struct{}), ready: make(chan struct{}),
 	}
 	s.track(inst)
 	defer func() {
@@ -128,7 +129,18 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		return nil, fmt.Errorf("opening FIFOs for %s: %w", id, err)
 	}
 	inst.dio = dio
-	inst.stderr = newExitFilter(dio.Stderr, inst.token, func(code int) { inst.finish(uint32(code)) })
+	// Pump stderr from the start: the init's ready record arrives before
+	// any request, and the exit record must be seen even if the caller
+	// reads stderr late.
+	filter := newExitFilter(dio.Stderr, inst.token,
+		func() { close(inst.ready) },
+		func(code int) { inst.finish(uint32(code)) })
+	pr, pw := io.Pipe()
+	inst.stderr = pr
+	go func() {
+		_, err := io.Copy(pw, filter)
+		pw.CloseWithError(err)
+	}()
 
 	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil })
 	if err != nil {
@@ -155,6 +167,20 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 // cgroupsPath is the cgroup of a container: "/<namespace>/<id>", as
 // containerd's default, but set explicitly so the freezer can find it.
 func cgroupsPath(ns, id string) string { return "/" + ns + "/" + id }
+
+// WaitReady waits until the init has started and waits for its frame, the
+// only moment a container may be frozen: freezing it while runc is still
+// exec'ing the init can leave the cgroup stuck in FREEZING.
+func (i *Instance) WaitReady(ctx context.Context) error {
+	select {
+	case <-i.ready:
+		return nil
+	case <-i.exited:
+		return fmt.Errorf("container %s exited before its init was ready", i.ID)
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the init of %s: %w", i.ID, ctx.Err())
+	}
+}
 
 // Pause freezes the started container (its init waits for the frame) so an
 // idle pooled container costs no CPU: not even the Go runtime's background

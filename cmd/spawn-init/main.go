@@ -30,6 +30,9 @@
 // and the init makes itself non-dumpable, so the program can't read it
 // from /proc/1/mem and forge a record.
 //
+// Before reading, it writes the record "\x00SPAWN-READY\n" to stderr: the
+// host freezes pooled containers only after it, and strips it.
+//
 // It must stay tiny: it is paused in every pooled container. Standard
 // library and initframe only, no fmt; a goroutine only in supervisor mode.
 package main
@@ -59,6 +62,9 @@ func main() {
 	if len(os.Args) < 2 || os.Args[1] == "" {
 		fail(exitFrame, "usage: spawn-init <prog> [args...]")
 	}
+	// Tell the host we are up and about to wait: only now may it freeze us
+	// (freezing runc's exec of this binary can wedge the cgroup freezer).
+	_, _ = syscall.Write(2, []byte(readyRecord))
 	frame, err := initframe.Decode(stdin{})
 	if err != nil {
 		fail(exitFrame, "reading request frame: "+err.Error())
@@ -70,6 +76,10 @@ func main() {
 	code, msg := execvp(os.Args[1], os.Args[1:], env)
 	fail(code, msg)
 }
+
+// readyRecord is written to stderr once, before reading the frame; the
+// host strips it from the program's stderr.
+const readyRecord = "\x00SPAWN-READY\n"
 
 // tokenKey is the frame entry that switches on supervisor mode.
 const tokenKey = "SPAWN_EXIT_TOKEN"

@@ -1,0 +1,902 @@
+//go:build integration
+
+// Package e2e runs the real Caddy binary (built by `make build`) with
+// caddy-spawn linked in, against a managed containerd and real runc, and
+// talks to it over real HTTP. Each test starts one Caddy from a Caddyfile on
+// fixed local ports; all Caddy processes of one test binary share one managed
+// containerd root, state and run directory, so each one starts (and must
+// stop) the same fresh daemon.
+//
+// The tests need root, containerd and runc in PATH, SPAWN_CADDY (the Caddy
+// binary) and SPAWN_IMAGES (the directory with hello.tar, shell.tar and
+// testfn.tar). Without them TestMain fails loudly: the build tag is the
+// opt-in, and a skipped end-to-end test would read as green.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+)
+
+const (
+	// adminAddr is Caddy's admin endpoint in every test config.
+	adminAddr = "localhost:12999"
+	// namespace and snapshotter are the spawn app's defaults.
+	namespace   = "caddy-spawn"
+	snapshotter = "overlayfs"
+	// labelManaged is on everything caddy-spawn creates in containerd
+	// (spawner.LabelManaged; spelled out so this test checks the contract,
+	// not the constant).
+	labelManaged = "dev.caddy-spawn/managed"
+	// labelRoute names the route a container serves.
+	labelRoute = "dev.caddy-spawn/route"
+	// initPath is where caddy-spawn mounts its init in every container; a
+	// container whose first process still is the init has not served yet.
+	initPath = "/.spawn/init"
+	// managedFilter selects what caddy-spawn created.
+	managedFilter = `labels."` + labelManaged + `"==true`
+
+	// Images built by `make images`.
+	helloRef  = "localhost/caddy-spawn/hello:latest"
+	testfnRef = "localhost/caddy-spawn/testfn:latest"
+
+	// startTimeout bounds a Caddy start: the spawn app starts containerd and
+	// imports and unpacks the images before it serves.
+	startTimeout = 60 * time.Second
+	// goneTimeout bounds the asynchronous removal of a container after its
+	// response, or after a kill.
+	goneTimeout = 10 * time.Second
+)
+
+// Per test binary: one managed containerd root, state and run directory.
+var (
+	caddyBin  string
+	imagesDir string
+	ctrdRoot  string // <tmp>/ctrd
+	stateDir  string // /run/caddy-spawn-e2e/<hex>
+	runDir    string // /run/caddy-spawn-e2e/<hex>-run
+	tmpRoot   string
+	// logDir keeps each Caddy's output; it is removed only when all tests
+	// pass.
+	logDir string
+)
+
+func TestMain(m *testing.M) {
+	if err := checkPrerequisites(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: %v\n", err)
+		fmt.Fprintln(os.Stderr, "e2e: run `make integration` as root (it sets SPAWN_CADDY and SPAWN_IMAGES and builds what is missing); these tests are never skipped")
+		os.Exit(1)
+	}
+	var err error
+	tmpRoot, err = os.MkdirTemp("", "caddy-spawn-e2e-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: creating temp dir: %v\n", err)
+		os.Exit(1)
+	}
+	id := randHex(8)
+	logDir = filepath.Join(os.TempDir(), "caddy-spawn-e2e-logs-"+id)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: creating log dir: %v\n", err)
+		os.Exit(1)
+	}
+	ctrdRoot = filepath.Join(tmpRoot, "ctrd")
+	stateDir = filepath.Join("/run/caddy-spawn-e2e", id)
+	runDir = stateDir + "-run"
+	if n := len(filepath.Join(stateDir, "containerd.sock")); n >= 100 {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: socket path too long (%d chars)\n", n)
+		os.Exit(1)
+	}
+
+	code := m.Run()
+
+	// Whatever the tests did, nothing of the managed containerd may survive
+	// the last Caddy.
+	if procs := processesMentioning(stateDir); len(procs) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: processes of the managed containerd still running after all tests: %v\n", procs)
+		code = 1
+	}
+	if mounts := mountsUnder(ctrdRoot, stateDir, runDir); len(mounts) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: mounts left under the managed containerd's directories: %v\n", mounts)
+		code = 1
+	}
+	rescue(func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) })
+	if mounts := mountsUnder(ctrdRoot, stateDir, runDir); len(mounts) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: could not clean up mounts %v; leaving %s and %s\n", mounts, tmpRoot, stateDir)
+	} else {
+		for _, dir := range []string{tmpRoot, stateDir, runDir} {
+			if err := os.RemoveAll(dir); err != nil {
+				fmt.Fprintf(os.Stderr, "e2e: removing %s: %v\n", dir, err)
+			}
+		}
+	}
+	_ = os.Remove("/run/caddy-spawn-e2e") // only if empty: other runs may use it
+	if code == 0 {
+		_ = os.RemoveAll(logDir)
+	} else {
+		fmt.Fprintf(os.Stderr, "e2e: Caddy logs kept in %s\n", logDir)
+	}
+	os.Exit(code)
+}
+
+func checkPrerequisites() error {
+	if os.Geteuid() != 0 {
+		return errors.New("end-to-end tests need root (they run containers)")
+	}
+	caddyBin = os.Getenv("SPAWN_CADDY")
+	if caddyBin == "" {
+		return errors.New("SPAWN_CADDY is not set (the Caddy binary, e.g. build/caddy from `make build`)")
+	}
+	if st, err := os.Stat(caddyBin); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("SPAWN_CADDY=%s is not an executable file (err: %v)", caddyBin, err)
+	}
+	imagesDir = os.Getenv("SPAWN_IMAGES")
+	if imagesDir == "" {
+		return errors.New("SPAWN_IMAGES is not set (the directory `make images` writes, e.g. build/images)")
+	}
+	for _, f := range []string{"hello.tar", "shell.tar", "testfn.tar"} {
+		if _, err := os.Stat(filepath.Join(imagesDir, f)); err != nil {
+			return fmt.Errorf("SPAWN_IMAGES: missing image archive: %w", err)
+		}
+	}
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s is not in PATH (add .tools/bin after `make tools`): %w", bin, err)
+		}
+	}
+	return nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n/2)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// archive is the path of an image archive built by `make images`.
+func archive(name string) string { return filepath.Join(imagesDir, name+".tar") }
+
+// caddyfile returns a whole Caddyfile: the global options every test needs
+// (admin endpoint, managed containerd in this binary's directories), then
+// sites.
+func caddyfile(sites string) string {
+	return fmt.Sprintf(`{
+	admin %s
+	spawn {
+		managed {
+			root %s
+			state %s
+		}
+		run_dir %s
+	}
+}
+
+%s
+`, adminAddr, ctrdRoot, stateDir, runDir, strings.TrimRight(sites, "\n"))
+}
+
+// testfnRoute returns a handle block serving testfn in mode args at
+// matcher, with extra subdirectives (one per line) in the spawn block.
+func testfnRoute(matcher, name string, args string, extra ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\thandle %s {\n\t\tspawn %s {\n", matcher, testfnRef)
+	fmt.Fprintf(&b, "\t\t\tname %s\n\t\t\timage_archive %s\n\t\t\targs %s\n", name, archive("testfn"), args)
+	for _, e := range extra {
+		fmt.Fprintf(&b, "\t\t\t%s\n", e)
+	}
+	b.WriteString("\t\t}\n\t}\n")
+	return b.String()
+}
+
+// site wraps handle blocks into a plain-HTTP site on port, with a 404
+// fallback, so a route that is gone is told from one that serves.
+func site(port int, routes ...string) string {
+	return fmt.Sprintf("http://:%d {\n%s\thandle {\n\t\trespond \"no such route\" 404\n\t}\n}\n", port, strings.Join(routes, ""))
+}
+
+// caddyProc is one running Caddy process.
+type caddyProc struct {
+	t       *testing.T
+	port    int
+	cmd     *exec.Cmd
+	logs    *logBuffer
+	exited  chan struct{}
+	waitErr error
+
+	client   *http.Client
+	ctrdOnce sync.Once
+	ctrd     *client.Client
+	ctrdErr  error
+
+	stopOnce sync.Once
+}
+
+// startCaddy starts Caddy with the Caddyfile sites (plus the global options
+// of caddyfile) and waits until it serves on port. Stop runs at cleanup, if
+// the test does not call it first.
+func startCaddy(t *testing.T, port int, sites string) *caddyProc {
+	t.Helper()
+	p := launchCaddy(t, port, caddyfile(sites))
+	t.Cleanup(p.Stop)
+	if err := p.waitServing(startTimeout); err != nil {
+		p.dumpLogs()
+		t.Fatalf("caddy did not start: %v", err)
+	}
+	return p
+}
+
+// launchCaddy starts the Caddy process and returns at once.
+func launchCaddy(t *testing.T, port int, config string) *caddyProc {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logName := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + filepath.Base(dir) + ".log"
+	logs, err := newLogBuffer(filepath.Join(logDir, logName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddyBin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Stdout = logs
+	cmd.Stderr = logs
+	// Own XDG directories: Caddy's data (where spawn installs its init) and
+	// autosaved config stay inside the test's temp dir.
+	cmd.Env = append(os.Environ(),
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+	)
+	// Own process group; if this test binary dies, Caddy dies with it (and
+	// takes its managed containerd along).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", caddyBin, err)
+	}
+	p := &caddyProc{
+		t:      t,
+		port:   port,
+		cmd:    cmd,
+		logs:   logs,
+		exited: make(chan struct{}),
+		client: &http.Client{
+			Transport: &http.Transport{Proxy: nil, DisableCompression: true},
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+	}
+	go func() {
+		p.waitErr = cmd.Wait()
+		logs.Close()
+		close(p.exited)
+	}()
+	t.Logf("caddy pid %d, config %s, log %s", cmd.Process.Pid, cfgPath, logs.path)
+	return p
+}
+
+// waitServing waits until Caddy has started all apps (its "serving initial
+// configuration" log line) and its HTTP port accepts connections.
+func (p *caddyProc) waitServing(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("caddy exited during start-up: %v", p.waitErr)
+		default:
+		}
+		if _, ok := p.logs.find("serving initial configuration", nil); ok {
+			c, err := net.DialTimeout("tcp", p.hostPort(), time.Second)
+			if err == nil {
+				c.Close()
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not serving on %s after %s", p.hostPort(), timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *caddyProc) hostPort() string { return "127.0.0.1:" + strconv.Itoa(p.port) }
+
+// url returns the URL of path on this Caddy's site.
+func (p *caddyProc) url(path string) string { return "http://" + p.hostPort() + path }
+
+// get sends GET path and returns the response with its whole body.
+func (p *caddyProc) get(t *testing.T, path string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, p.url(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.do(t, req)
+}
+
+// do sends req and reads the whole body; a body read error fails the test.
+func (p *caddyProc) do(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := p.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v (got %d bytes: %.200q)", req.Method, req.URL, err, len(body), body)
+	}
+	return resp, body
+}
+
+// daemonPID returns the managed containerd's pid from the most recent
+// "managed containerd started" log line.
+func (p *caddyProc) daemonPID() (int, bool) {
+	entries := p.logs.findAll("managed containerd started", nil)
+	if len(entries) == 0 {
+		return 0, false
+	}
+	pid, ok := entries[len(entries)-1]["pid"].(float64)
+	return int(pid), ok
+}
+
+// containerd returns a client of the managed containerd, in our namespace.
+func (p *caddyProc) containerd() (*client.Client, error) {
+	p.ctrdOnce.Do(func() {
+		// The socket the app's managed containerd listens on.
+		p.ctrd, p.ctrdErr = client.New(filepath.Join(stateDir, "containerd.sock"),
+			client.WithDefaultNamespace(namespace), client.WithTimeout(5*time.Second))
+	})
+	if p.ctrdErr != nil {
+		return nil, fmt.Errorf("connecting to the managed containerd: %w", p.ctrdErr)
+	}
+	return p.ctrd, nil
+}
+
+// ctrState is what the tests need to know of one managed container.
+type ctrState struct {
+	ID    string
+	Route string // its route label
+	// Cmdline is the command line of what the container runs: "" when it
+	// has no task or its process is gone; our init's while a pooled
+	// container waits for a request; the function's program once a request
+	// claimed it (exec'd by the init, or its child when the init stays PID 1
+	// to supervise it).
+	Cmdline string
+}
+
+// programOf returns the command line of pid's first child if it has one,
+// else of pid itself; "" when pid is gone.
+func programOf(pid int) string {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		if kids := strings.Fields(string(b)); len(kids) > 0 {
+			if child, err := strconv.Atoi(kids[0]); err == nil {
+				if cmd := cmdline(child); cmd != "" {
+					return cmd
+				}
+			}
+		}
+	}
+	return cmdline(pid)
+}
+
+// cmdline returns pid's command line, arguments joined by spaces.
+func cmdline(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	return string(bytes.ReplaceAll(bytes.TrimRight(b, "\x00"), []byte{0}, []byte{' '}))
+}
+
+// claimed reports whether a request took the container (or it is broken):
+// anything but a live init waiting for its request.
+func (c ctrState) claimed() bool {
+	switch {
+	case c.Cmdline == initPath, strings.HasPrefix(c.Cmdline, initPath+" "):
+		return false // our init, waiting for a request
+	case c.Cmdline == "runc init":
+		return false // created, not yet running the init (or frozen just before)
+	}
+	return true
+}
+
+// containerStates lists the managed containers with their first process,
+// and the managed snapshots.
+func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
+	c, err := p.containerd()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), 10*time.Second)
+	defer cancel()
+	cs, err := c.Containers(ctx, managedFilter)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing containers: %w", err)
+	}
+	var out []ctrState
+	for _, ctr := range cs {
+		st := ctrState{ID: ctr.ID()}
+		if labels, err := ctr.Labels(ctx); err == nil {
+			st.Route = labels[labelRoute]
+		}
+		if task, err := ctr.Task(ctx, nil); err == nil {
+			st.Cmdline = programOf(int(task.Pid()))
+		}
+		out = append(out, st)
+	}
+	var snaps []string
+	err = c.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		snaps = append(snaps, info.Name)
+		return nil
+	}, managedFilter)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing snapshots: %w", err)
+	}
+	return out, snaps, nil
+}
+
+// managedLeases lists the IDs of leases carrying the managed label.
+func (p *caddyProc) managedLeases() ([]string, error) {
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), 10*time.Second)
+	defer cancel()
+	c, err := p.containerd()
+	if err != nil {
+		return nil, err
+	}
+	ls, err := c.LeasesService().List(ctx, managedFilter)
+	if err != nil {
+		return nil, fmt.Errorf("listing leases: %w", err)
+	}
+	var ids []string
+	for _, l := range ls {
+		ids = append(ids, l.ID)
+	}
+	return ids, nil
+}
+
+// waitClaimed waits for a container whose program (not our init) runs with
+// a command line starting with prefix, i.e. the one serving a request, and
+// returns its ID.
+func (p *caddyProc) waitClaimed(t *testing.T, timeout time.Duration, prefix string) string {
+	t.Helper()
+	var id string
+	eventually(t, timeout, func() (bool, string) {
+		cs, _, err := p.containerStates()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, c := range cs {
+			if strings.HasPrefix(c.Cmdline, prefix) {
+				id = c.ID
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no container runs %q; containers: %+v", prefix, cs)
+	})
+	return id
+}
+
+// waitGone waits until container id and its snapshot are removed.
+func (p *caddyProc) waitGone(t *testing.T, id string) {
+	t.Helper()
+	eventually(t, goneTimeout, func() (bool, string) {
+		cs, snaps, err := p.containerStates()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, c := range cs {
+			if c.ID == id {
+				return false, fmt.Sprintf("container %s still there: %+v", id, c)
+			}
+		}
+		for _, s := range snaps {
+			if strings.HasPrefix(s, id) {
+				return false, fmt.Sprintf("snapshot %s of container %s still there", s, id)
+			}
+		}
+		return true, ""
+	})
+}
+
+// waitOnlyPooled waits until every container a request used is removed:
+// what may remain are pooled containers whose init still waits for a
+// request, and their snapshots. Containers are removed asynchronously,
+// after their response.
+func (p *caddyProc) waitOnlyPooled(t *testing.T) {
+	t.Helper()
+	eventually(t, goneTimeout, func() (bool, string) {
+		cs, snaps, err := p.containerStates()
+		if err != nil {
+			return false, err.Error()
+		}
+		var bad []string
+		own := map[string]bool{}
+		for _, c := range cs {
+			own[c.ID+"-rootfs"] = true
+			if c.claimed() {
+				bad = append(bad, fmt.Sprintf("container %s (route %s, process %q)", c.ID, c.Route, c.Cmdline))
+			}
+		}
+		for _, s := range snaps {
+			if !own[s] {
+				bad = append(bad, "snapshot "+s+" of no container")
+			}
+		}
+		return len(bad) == 0, fmt.Sprintf("left after their requests: %v", bad)
+	})
+}
+
+// Stop ends Caddy with SIGTERM, as an operator would, and checks that it
+// exits in time and takes its managed containerd (and the shims) along,
+// leaving no mounts. It is idempotent.
+func (p *caddyProc) Stop() {
+	p.stopOnce.Do(p.stop)
+}
+
+func (p *caddyProc) stop() {
+	t := p.t
+	t.Helper()
+	p.client.CloseIdleConnections()
+	select {
+	case <-p.exited:
+	default:
+		// What the requests created must be gone before shutdown sweeps.
+		p.waitOnlyPooled(t)
+	}
+	if p.ctrd != nil {
+		_ = p.ctrd.Close()
+	}
+	select {
+	case <-p.exited:
+	default:
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+			if p.waitErr != nil {
+				t.Errorf("caddy exited with %v after SIGTERM", p.waitErr)
+			}
+		case <-time.After(30 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.exited
+			t.Errorf("caddy did not exit within 30s of SIGTERM; killed its process group")
+		}
+	}
+	if pid, ok := p.daemonPID(); ok {
+		eventually(t, 15*time.Second, func() (bool, string) {
+			return !processAlive(pid, stateDir), fmt.Sprintf("managed containerd (pid %d) still running after caddy exited", pid)
+		})
+	}
+	eventually(t, 15*time.Second, func() (bool, string) {
+		procs := processesMentioning(stateDir)
+		return len(procs) == 0, fmt.Sprintf("processes of the managed containerd still running: %v", procs)
+	})
+	if mounts := mountsUnder(ctrdRoot, stateDir, runDir); len(mounts) > 0 {
+		t.Errorf("mounts left under the managed containerd's directories: %v", mounts)
+	}
+	if t.Failed() {
+		p.dumpLogs()
+		// Don't let this test's leftovers fail the next ones.
+		rescue(t.Logf)
+	}
+}
+
+// dumpLogs writes Caddy's output into the test log.
+func (p *caddyProc) dumpLogs() {
+	p.t.Helper()
+	text := p.logs.String()
+	const max = 64 << 10
+	if len(text) > max {
+		text = "…" + text[len(text)-max:]
+	}
+	p.t.Logf("caddy output (%s):\n%s", p.logs.path, text)
+}
+
+// processAlive reports whether pid runs and its command line mentions
+// marker (so a recycled pid doesn't count). A zombie has an empty command
+// line and counts as gone.
+func processAlive(pid int, marker string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(b, []byte(marker))
+}
+
+// processesMentioning returns "pid: cmdline" for every process whose
+// command line contains marker (the managed containerd and its shims name
+// the state directory).
+func processesMentioning(marker string) []string {
+	var out []string
+	for _, pr := range processArgs(marker) {
+		out = append(out, fmt.Sprintf("%d: %s", pr.pid, strings.Join(pr.args, " ")))
+	}
+	return out
+}
+
+// mountsUnder returns the mount points in /proc/self/mountinfo under any of
+// dirs.
+func mountsUnder(dirs ...string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return []string{"reading mountinfo: " + err.Error()}
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := fields[4]
+		for _, d := range dirs {
+			if d != "" && (mp == d || strings.HasPrefix(mp, d+"/")) {
+				out = append(out, mp)
+			}
+		}
+	}
+	return out
+}
+
+// eventually polls cond until it holds or timeout passes; then it fails the
+// test with cond's last message.
+func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("still not true after %s: %s", timeout, msg)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// logBuffer collects Caddy's output (JSON log lines, plus plain text such
+// as a start-up error) in memory and in a file.
+type logBuffer struct {
+	path string
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	file *os.File
+}
+
+func newLogBuffer(path string) (*logBuffer, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	return &logBuffer{path: path, file: f}, nil
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	if l.file != nil {
+		_, _ = l.file.Write(p)
+	}
+	return len(p), nil
+}
+
+func (l *logBuffer) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.file != nil {
+		_ = l.file.Close()
+		l.file = nil
+	}
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// entries parses every complete JSON log line.
+func (l *logBuffer) entries() []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(l.String(), "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// findAll returns the log entries whose msg is msg and whose fields match
+// fields: a field matches when its value, formatted with fmt.Sprint,
+// contains the wanted string (so numbers compare as "3").
+func (l *logBuffer) findAll(msg string, fields map[string]string) []map[string]any {
+	var out []map[string]any
+	for _, e := range l.entries() {
+		if e["msg"] != msg {
+			continue
+		}
+		ok := true
+		for k, want := range fields {
+			v, present := e[k]
+			if !present || !strings.Contains(fmt.Sprint(v), want) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (l *logBuffer) find(msg string, fields map[string]string) (map[string]any, bool) {
+	all := l.findAll(msg, fields)
+	if len(all) == 0 {
+		return nil, false
+	}
+	return all[0], true
+}
+
+// waitLog waits for a log entry like find's and fails the test without one.
+func (p *caddyProc) waitLog(t *testing.T, timeout time.Duration, msg string, fields map[string]string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if e, ok := p.logs.find(msg, fields); ok {
+			return e
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("no log entry with msg %q and fields %v within %s", msg, fields, timeout)
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// errorLogMentioning returns the first error-level log entry whose msg
+// contains every one of parts.
+func (l *logBuffer) errorLogMentioning(parts ...string) (map[string]any, bool) {
+	for _, e := range l.entries() {
+		if e["level"] != "error" {
+			continue
+		}
+		msg := fmt.Sprint(e["msg"])
+		ok := true
+		for _, s := range parts {
+			if !strings.Contains(msg, s) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return e, true
+		}
+	}
+	return nil, false
+}
+
+// rescue cleans up after a Caddy that failed to: for every surviving
+// process of the managed containerd (daemon or shim) it thaws the frozen
+// cgroup of the shim's container, kills the container's processes and the
+// shim, then unmounts what is left under our directories. The test that
+// left them has already failed; this keeps the next ones meaningful.
+func rescue(logf func(format string, args ...any)) {
+	var pids []int
+	var ids []string
+	for _, pr := range processArgs(stateDir) {
+		pids = append(pids, pr.pid)
+		id := argAfter(pr.args, "-id")
+		if id == "" {
+			continue
+		}
+		ids = append(ids, id)
+		cg := "/" + namespace + "/" + id
+		v1 := filepath.Join("/sys/fs/cgroup/freezer", cg)
+		v2 := filepath.Join("/sys/fs/cgroup", cg)
+		if err := os.WriteFile(filepath.Join(v1, "freezer.state"), []byte("THAWED"), 0); err != nil {
+			_ = os.WriteFile(filepath.Join(v2, "cgroup.freeze"), []byte("0"), 0)
+		}
+		for _, dir := range []string{v1, v2} {
+			b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					logf("rescue: killing process %d of container %s", pid, id)
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+	}
+	for _, pid := range pids {
+		logf("rescue: killing leftover process %d of the managed containerd", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(processArgs(stateDir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, id := range ids {
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", namespace, id))
+		for _, d := range append(dirs, filepath.Join("/sys/fs/cgroup", namespace, id)) {
+			_ = syscall.Rmdir(d)
+		}
+	}
+	mounts := mountsUnder(ctrdRoot, stateDir, runDir)
+	for i := len(mounts) - 1; i >= 0; i-- { // nested mounts come later
+		logf("rescue: unmounting %s", mounts[i])
+		if err := syscall.Unmount(mounts[i], syscall.MNT_DETACH); err != nil {
+			logf("rescue: unmounting %s: %v", mounts[i], err)
+		}
+	}
+}
+
+type procArgs struct {
+	pid  int
+	args []string
+}
+
+// processArgs returns the processes whose command line contains marker.
+func processArgs(marker string) []procArgs {
+	entries, _ := os.ReadDir("/proc")
+	var out []procArgs
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(b, []byte(marker)) {
+			continue
+		}
+		out = append(out, procArgs{pid, strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")})
+	}
+	return out
+}
+
+func argAfter(args []string, flag string) string {
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
