@@ -88,10 +88,10 @@ func (f *exitFilter) scan() {
 			}
 		}
 		if len(rest) < len(f.record) {
-			if bytes.HasPrefix(f.record, rest) && !f.eof {
+			if !f.found && bytes.HasPrefix(f.record, rest) && !f.eof {
 				return // maybe a record, cut short: wait for more
 			}
-		} else if bytes.HasPrefix(rest, f.record) {
+		} else if !f.found && bytes.HasPrefix(rest, f.record) {
 			end := bytes.IndexByte(rest, '\n')
 			if end < 0 && len(rest) < maxExitRecord && !f.eof {
 				return
