@@ -1,0 +1,207 @@
+//go:build integration
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/caddy-spawn/caddy-spawn/spawner"
+)
+
+// verifyNothingLeft runs after Caddy (and its containerd) stopped: it starts
+// a throw-away containerd on the same root and checks that no container is
+// left in any namespace and that the baselines' namespaces are gone; it
+// checks that no task state, runc state or container cgroup is left on the
+// host either, and removes the namespaces' empty parent cgroups.
+func (b *bench) verifyNothingLeft() error {
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Task bundles of the stopped daemon.
+	for _, ns := range b.namespace {
+		dir := filepath.Join(b.state, "io.containerd.runtime.v2.task", ns)
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+			errs = append(errs, fmt.Errorf("task bundles left in %s: %d", dir, len(entries)))
+		}
+	}
+
+	state := b.state + "-v"
+	d, err := spawner.StartDaemon(ctx, spawner.DaemonConfig{Root: b.ctrdRoot, State: state}, b.log)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("starting a containerd to check for leftovers: %w", err))...)
+	}
+	c, err := client.New(d.Address(), client.WithTimeout(10*time.Second))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("connecting to the checking containerd: %w", err))
+	} else {
+		total := 0
+		nss, err := c.NamespaceService().List(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing namespaces: %w", err))
+		}
+		for _, ns := range nss {
+			if ns == nsNaive || ns == nsThaw {
+				errs = append(errs, fmt.Errorf("namespace %s still exists after its baseline", ns))
+			}
+			cs, err := c.Containers(namespaces.WithNamespace(ctx, ns))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("listing containers in %s: %w", ns, err))
+				continue
+			}
+			for _, ctr := range cs {
+				errs = append(errs, fmt.Errorf("container %s left in namespace %s", ctr.ID(), ns))
+			}
+			total += len(cs)
+		}
+		b.res.LeftoverContainers = total
+		c.Close()
+	}
+	_ = d.Stop(context.Background())
+	if err := waitNoProcesses(state+"/", 20*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	if mounts := mountsUnder(state, b.ctrdRoot); len(mounts) == 0 {
+		_ = os.RemoveAll(state)
+	}
+
+	for _, ns := range b.namespace {
+		// The runc shim's state directory of the namespace.
+		dir := filepath.Join("/run/containerd/runc", ns)
+		if entries, err := os.ReadDir(dir); err == nil {
+			if len(entries) > 0 {
+				errs = append(errs, fmt.Errorf("runc state left in %s: %d containers", dir, len(entries)))
+			} else {
+				_ = os.Remove(dir)
+			}
+		}
+		if err := removeNamespaceCgroups(ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeNamespaceCgroups checks that no container cgroup is left under a
+// namespace's parent cgroup ("/<namespace>" in every hierarchy), then
+// removes the empty parents.
+func removeNamespaceCgroups(ns string) error {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ns))
+	more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns))
+	var errs []error
+	for _, d := range append(dirs, more...) {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		var left []string
+		for _, e := range entries {
+			if e.IsDir() {
+				left = append(left, e.Name())
+			}
+		}
+		if len(left) > 0 {
+			errs = append(errs, fmt.Errorf("container cgroups left in %s: %v", d, left))
+			continue
+		}
+		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeDirs removes the run's directories, unless something is still
+// mounted under them (removing would delete through the mounts).
+func (b *bench) removeDirs() error {
+	var dirs []string
+	for _, d := range []string{b.tmp, b.state, b.runDir, b.benchRun} {
+		if d != "" {
+			dirs = append(dirs, d)
+		}
+	}
+	if len(dirs) == 0 {
+		return nil
+	}
+	if mounts := mountsUnder(dirs...); len(mounts) > 0 {
+		return fmt.Errorf("mounts left, not removing %v: %v", dirs, mounts)
+	}
+	var errs []error
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s: %w", d, err))
+		}
+	}
+	_ = os.Remove(runParent) // only if empty: another run may use it
+	return errors.Join(errs...)
+}
+
+// waitNoProcesses waits until no process's command line mentions marker
+// (the managed containerd and its shims name its state directory).
+func waitNoProcesses(marker string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		procs := processesMentioning(marker)
+		if len(procs) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes of the managed containerd still running: %v", procs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func processesMentioning(marker string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(b, []byte(marker)) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%d: %s", pid, bytes.ReplaceAll(bytes.TrimRight(b, "\x00"), []byte{0}, []byte{' '})))
+	}
+	return out
+}
+
+// mountsUnder returns the mount points under any of dirs.
+func mountsUnder(dirs ...string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return []string{"reading mountinfo: " + err.Error()}
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := fields[4]
+		for _, d := range dirs {
+			if d != "" && (mp == d || strings.HasPrefix(mp, d+"/")) {
+				out = append(out, mp)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,259 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// sample is one request's outcome.
+type sample struct {
+	total     time.Duration // request sent → last body byte read
+	ttfb      time.Duration // request sent → response header read
+	startType string        // X-Spawn-Start (Caddy routes)
+	err       error
+}
+
+// get sends GET url and reads the whole answer, which must be the hello
+// program's 200 with its greeting (and exit code 0 when Caddy reports it).
+func (b *bench) get(ctx context.Context, url string) sample {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return sample{err: err}
+	}
+	t0 := time.Now()
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return sample{err: err}
+	}
+	s := sample{ttfb: time.Since(t0), startType: resp.Header.Get("X-Spawn-Start")}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	s.total = time.Since(t0)
+	switch {
+	case err != nil:
+		s.err = fmt.Errorf("GET %s: reading body: %w", url, err)
+	case resp.StatusCode != http.StatusOK:
+		s.err = fmt.Errorf("GET %s: status %d: %.200q", url, resp.StatusCode, body)
+	case !bytes.Contains(body, []byte(greeting)):
+		s.err = fmt.Errorf("GET %s: body lacks the greeting: %.200q", url, body)
+	case resp.Trailer.Get("Spawn-Exit-Code") != "" && resp.Trailer.Get("Spawn-Exit-Code") != "0":
+		s.err = fmt.Errorf("GET %s: function exit code %s", url, resp.Trailer.Get("Spawn-Exit-Code"))
+	}
+	return s
+}
+
+// noteErr counts a failed request and keeps the first few messages.
+func (b *bench) noteErr(mode string, err error) {
+	b.res.Errors++
+	if len(b.errSample) < 5 {
+		b.errSample = append(b.errSample, mode+": "+err.Error())
+	}
+}
+
+// series runs warm-up plus measured requests one after another; before
+// each, pace (if set) waits for the system to settle.
+func (b *bench) series(ctx context.Context, mode, url string, pace func() error) ([]sample, error) {
+	var out []sample
+	for i := range b.cfg.warmup + b.cfg.requests {
+		if pace != nil {
+			if err := pace(); err != nil {
+				return nil, err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s := b.get(ctx, url)
+		if i < b.cfg.warmup {
+			continue
+		}
+		if s.err != nil {
+			b.noteErr(mode, s.err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// runHostCGI: Go's net/http/cgi runs the hello binary per request, served
+// on loopback by this process.
+func (b *bench) runHostCGI(ctx context.Context) error {
+	progress("host CGI: %d+%d requests", b.cfg.warmup, b.cfg.requests)
+	srv := httptest.NewServer(&cgi.Handler{Path: b.helloBin})
+	defer srv.Close()
+	ss, err := b.series(ctx, "host CGI", srv.URL+"/hello", nil)
+	if err != nil {
+		return err
+	}
+	st := latencies(ss)
+	b.res.HostCGIP50, b.res.HostCGIP90, b.res.HostCGIP99 = st.p50, st.p90, st.p99
+	b.res.hostCGI = st
+	return nil
+}
+
+// runWarm: the pooled route, paced so that the pool is full and the
+// previous request's container removed before every request; every
+// measured answer must be warm.
+func (b *bench) runWarm(ctx context.Context) error {
+	progress("warm: %d+%d requests, each after the pool refilled", b.cfg.warmup, b.cfg.requests)
+	var beforeMeasured map[string]float64
+	i := 0
+	ss, err := b.series(ctx, "warm", b.caddy.base+"/warm", func() error {
+		if err := b.quiesce(ctx, "warm", warmPool, 30*time.Second); err != nil {
+			return err
+		}
+		if i == b.cfg.warmup {
+			m, err := b.metrics(ctx)
+			if err != nil {
+				return err
+			}
+			beforeMeasured = m
+		}
+		i++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	after, err := b.metrics(ctx)
+	if err != nil {
+		return err
+	}
+	st := latencies(ss)
+	b.res.WarmP50, b.res.WarmP90, b.res.WarmP99 = st.p50, st.p90, st.p99
+	b.res.warm = st
+	ttfb := make([]time.Duration, 0, len(ss))
+	for _, s := range ss {
+		if s.err == nil {
+			ttfb = append(ttfb, s.ttfb)
+			if s.startType != "warm" {
+				b.res.WarmMisses++
+			}
+		} else {
+			b.res.WarmMisses++
+		}
+	}
+	b.res.WarmTTFBP50 = summarize(ttfb).p50
+	// Server-side view over the measured requests: time to get a running
+	// container (acquire + thaw), and the handler's whole time.
+	d := func(name string) float64 { return after[name] - beforeMeasured[name] }
+	if n := d(`caddy_spawn_start_seconds_count{route="warm",type="warm"}`); n > 0 {
+		b.res.WarmServerStartMean = round(d(`caddy_spawn_start_seconds_sum{route="warm",type="warm"}`) / n * 1000)
+	}
+	if n := d(`caddy_spawn_request_duration_seconds_count{route="warm"}`); n > 0 {
+		b.res.WarmServerHandlerMean = round(d(`caddy_spawn_request_duration_seconds_sum{route="warm"}`) / n * 1000)
+	}
+	return nil
+}
+
+// runCold: the route with pool 0, paced so that the previous request's
+// container is removed first (its teardown runs after the response).
+func (b *bench) runCold(ctx context.Context) error {
+	progress("cold: %d+%d requests, each after the previous container was removed", b.cfg.warmup, b.cfg.requests)
+	ss, err := b.series(ctx, "cold", b.caddy.base+"/cold", func() error {
+		return b.quiesce(ctx, "cold", 0, 30*time.Second)
+	})
+	if err != nil {
+		return err
+	}
+	st := latencies(ss)
+	b.res.ColdP50, b.res.ColdP90, b.res.ColdP99 = st.p50, st.p90, st.p99
+	b.res.cold = st
+	for _, s := range ss {
+		if s.err == nil && s.startType != "cold" {
+			b.noteErr("cold", fmt.Errorf("X-Spawn-Start %q, want cold", s.startType))
+		}
+	}
+	return nil
+}
+
+// runSustained: fresh containers per second through Caddy at each
+// concurrency level, a fixed number of requests each, starting from a full
+// pool and a quiet system. Only 200s with the greeting count.
+func (b *bench) runSustained(ctx context.Context) error {
+	url := b.caddy.base + "/sustained"
+	for _, conc := range b.cfg.levels {
+		if err := b.quiesce(ctx, "sustained", sustainedPool, time.Minute); err != nil {
+			return err
+		}
+		progress("sustained: %d requests at concurrency %d", b.cfg.sustained, conc)
+		var (
+			next     atomic.Int64
+			mu       sync.Mutex
+			ss       []sample
+			wg       sync.WaitGroup
+			lastDone time.Time
+		)
+		start := time.Now()
+		for range conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(b.cfg.sustained) && ctx.Err() == nil {
+					s := b.get(ctx, url)
+					mu.Lock()
+					ss = append(ss, s)
+					lastDone = time.Now()
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		lv := sustainedLevel{Concurrency: conc, Requests: len(ss)}
+		var ok []time.Duration
+		for _, s := range ss {
+			if s.err != nil {
+				lv.Errors++
+				b.noteErr(fmt.Sprintf("sustained c%d", conc), s.err)
+				continue
+			}
+			ok = append(ok, s.total)
+			if s.startType == "warm" {
+				lv.Warm++
+			}
+		}
+		lv.OK = len(ok)
+		lv.Seconds = round(lastDone.Sub(start).Seconds())
+		if lv.Seconds > 0 {
+			lv.PerSecond = round(float64(lv.OK) / lastDone.Sub(start).Seconds())
+		}
+		st := summarize(ok)
+		lv.P50, lv.P99 = st.p50, st.p99
+		b.res.Sustained = append(b.res.Sustained, lv)
+		switch conc {
+		case 1:
+			b.res.FreshPerSC1 = lv.PerSecond
+		case 4:
+			b.res.FreshPerSC4 = lv.PerSecond
+		case 16:
+			b.res.FreshPerSC16 = lv.PerSecond
+		}
+	}
+	return nil
+}
+
+// latencies summarizes the successful samples' total times.
+func latencies(ss []sample) stats {
+	var d []time.Duration
+	for _, s := range ss {
+		if s.err == nil {
+			d = append(d, s.total)
+		}
+	}
+	st := summarize(d)
+	st.errors = len(ss) - len(d)
+	return st
+}
