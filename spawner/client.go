@@ -27,6 +27,11 @@ type Spawner struct {
 	closed   bool
 	creating sync.WaitGroup
 	live     map[*Instance]struct{}
+	ids      map[string]int // IDs of live instances and creations in flight
+
+	reapKick    chan struct{}
+	stop        chan struct{}
+	janitorDone chan struct{}
 }
 
 // ErrClosed is returned by Create after Close.
@@ -37,8 +42,13 @@ var ErrClosed = errors.New("spawner closed")
 // instance afterwards is a no-op.
 func (s *Spawner) Close(ctx context.Context) {
 	s.mu.Lock()
+	wasClosed := s.closed
 	s.closed = true
 	s.mu.Unlock()
+	if !wasClosed {
+		close(s.stop)
+		<-s.janitorDone
+	}
 	s.creating.Wait()
 	s.mu.Lock()
 	live := make([]*Instance, 0, len(s.live))
@@ -81,6 +91,28 @@ func (s *Spawner) untrack(i *Instance) {
 	delete(s.live, i)
 }
 
+// hold and unhold mark an ID as ours while it is being created or is live,
+// so the janitor leaves it alone.
+func (s *Spawner) hold(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ids[id]++
+}
+
+func (s *Spawner) unhold(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids[id]--; s.ids[id] <= 0 {
+		delete(s.ids, id)
+	}
+}
+
+func (s *Spawner) known(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ids[id] > 0
+}
+
 // Live returns how many containers this Spawner has (pooled or serving).
 func (s *Spawner) Live() int {
 	s.mu.Lock()
@@ -105,7 +137,13 @@ func New(cfg Config) (*Spawner, error) {
 	if err := os.MkdirAll(cfg.FIFODir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating FIFO directory: %w", err)
 	}
-	return &Spawner{cfg: cfg, log: cfg.Logger, live: map[*Instance]struct{}{}}, nil
+	s := &Spawner{
+		cfg: cfg, log: cfg.Logger,
+		live: map[*Instance]struct{}{}, ids: map[string]int{},
+		reapKick: make(chan struct{}, 1), stop: make(chan struct{}), janitorDone: make(chan struct{}),
+	}
+	go s.janitor()
+	return s, nil
 }
 
 // Client returns the containerd client.

@@ -148,3 +148,68 @@ func thawLeftover(ctx context.Context, ctr client.Container, task client.Task) e
 	}
 	return nil
 }
+
+// reapInterval is how often a Spawner looks for containers of its own that
+// are no longer tracked: ones whose teardown failed (containerd was down,
+// say). A failed teardown also triggers a look soon after.
+const reapInterval = 15 * time.Second
+
+// janitor removes this Spawner's orphans until Close.
+func (s *Spawner) janitor() {
+	defer close(s.janitorDone)
+	t := time.NewTicker(reapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.reapKick:
+			// Give containerd a moment: the failure may be an outage.
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+		n, err := s.ReapOrphans(context.Background())
+		switch {
+		case err != nil:
+			if ce := s.log.Check(zap.DebugLevel, "reaping orphans"); ce != nil {
+				ce.Write(zap.Error(err))
+			}
+			s.kickReap()
+		case n > 0:
+			s.log.Info("removed orphaned containers", zap.Int("containers", n))
+		}
+	}
+}
+
+func (s *Spawner) kickReap() {
+	select {
+	case s.reapKick <- struct{}{}:
+	default:
+	}
+}
+
+// ReapOrphans removes containers of this Spawner's owner that it does not
+// track (their teardown failed) and is not creating right now.
+func (s *Spawner) ReapOrphans(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(s.ctx(ctx), time.Minute)
+	defer cancel()
+	ctrs, err := s.cfg.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s", LabelOwner, s.cfg.Owner))
+	if err != nil {
+		return 0, fmt.Errorf("listing containers: %w", err)
+	}
+	n := 0
+	for _, ctr := range ctrs {
+		if s.known(ctr.ID()) {
+			continue
+		}
+		if err := removeContainer(ctx, ctr); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}

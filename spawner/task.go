@@ -88,6 +88,12 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	ctx = s.ctx(ctx)
 	id := "caddy-spawn-" + fn.Name + "-" + randHex(8)
 	labels := fn.labels(s.cfg.Owner)
+	s.hold(id)
+	defer func() {
+		if retErr != nil {
+			s.unhold(id)
+		}
+	}()
 
 	var runtimeOpts any
 	if s.cfg.RuncBinary != "" {
@@ -366,8 +372,11 @@ func (i *Instance) Destroy(ctx context.Context) {
 			_ = i.dio.Close()
 		}
 		if err := i.container.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-			i.s.log.Warn("deleting container", zap.String("container", i.ID), zap.Error(err))
+			// Left for the janitor, which retries once containerd answers.
+			i.s.log.Warn("deleting container; will retry", zap.String("container", i.ID), zap.Error(err))
+			i.s.kickReap()
 		}
+		i.s.unhold(i.ID)
 		if ce := i.s.log.Check(zap.DebugLevel, "container removed"); ce != nil {
 			ce.Write(zap.String("container", i.ID), zap.Duration("took", time.Since(start)))
 		}

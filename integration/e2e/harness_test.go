@@ -226,7 +226,10 @@ type caddyProc struct {
 	exited  chan struct{}
 	waitErr error
 
-	client   *http.Client
+	client *http.Client
+	// socket, when set, is the containerd the app uses (address mode);
+	// default: the managed one.
+	socket   string
 	ctrdOnce sync.Once
 	ctrd     *client.Client
 	ctrdErr  error
@@ -368,7 +371,11 @@ func (p *caddyProc) daemonPID() (int, bool) {
 func (p *caddyProc) containerd() (*client.Client, error) {
 	p.ctrdOnce.Do(func() {
 		// The socket the app's managed containerd listens on.
-		p.ctrd, p.ctrdErr = client.New(filepath.Join(stateDir, "containerd.sock"),
+		sock := filepath.Join(stateDir, "containerd.sock")
+		if p.socket != "" {
+			sock = p.socket
+		}
+		p.ctrd, p.ctrdErr = client.New(sock,
 			client.WithDefaultNamespace(namespace), client.WithTimeout(5*time.Second))
 	})
 	if p.ctrdErr != nil {

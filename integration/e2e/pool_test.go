@@ -19,6 +19,7 @@ const (
 	portPoolSingleUse = 18095 + iota
 	portPoolEnv
 	portPoolBurst
+	portMaxConcurrent
 )
 
 // pooledRoute is a testfn route with a pool, reporting how each request
@@ -191,4 +192,38 @@ func TestPoolRefillsAfterBurst(t *testing.T) {
 		return strings.Contains(string(b), want), "metrics lack " + want
 	})
 	t.Logf("burst of %d with pool %d: start types %v", burst, pool, starts)
+}
+
+// TestMaxConcurrent: past max_concurrent, a request waits queue_timeout,
+// then gets 503 with Retry-After; the slot frees when the first ends.
+func TestMaxConcurrent(t *testing.T) {
+	p := startCaddy(t, portMaxConcurrent, site(portMaxConcurrent,
+		testfnRoute("/slow", "slow", "sleep 1500ms", "pool 1", "max_concurrent 1", "queue_timeout 200ms")))
+	first := make(chan int, 1)
+	go func() {
+		resp, err := p.client.Get(p.url("/slow"))
+		if err != nil {
+			t.Errorf("first request: %v", err)
+			first <- 0
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	// Wait until the first request holds the slot (its program runs).
+	p.waitClaimed(t, 10*time.Second, "/testfn sleep")
+	resp, body := p.get(t, "/slow")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("second request while the first runs: status %d body %q, want 503", resp.StatusCode, body)
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	if code := <-first; code != http.StatusOK {
+		t.Errorf("first request: status %d, want 200", code)
+	}
+	if resp, body := p.get(t, "/slow"); resp.StatusCode != http.StatusOK {
+		t.Errorf("request after the slot freed: status %d body %q, want 200", resp.StatusCode, body)
+	}
 }
