@@ -152,15 +152,35 @@ func report(token string, code int) {
 // our stdio. On failure pid is 0 and code/msg say why.
 func forkExecvp(prog string, argv, env []string) (pid, code int, msg string) {
 	attr := &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}}
+	return runvp(prog, env, func(file string) (int, error) {
+		return syscall.ForkExec(file, argv, attr)
+	})
+}
+
+// execvp execs prog with argv and env and only returns on failure, with the
+// exit code and message to report.
+func execvp(prog string, argv, env []string) (int, string) {
+	_, code, msg := runvp(prog, env, func(file string) (int, error) {
+		return 0, syscall.Exec(file, argv, env)
+	})
+	return code, msg
+}
+
+// runvp resolves prog like execvp(3) — a prog with '/' as is, else each
+// PATH entry in turn, skipping candidates that are missing or not
+// executable — and calls run on each candidate until one starts. On
+// failure pid is 0 and code and msg say why.
+func runvp(prog string, env []string, run func(file string) (int, error)) (pid, code int, msg string) {
 	if strings.IndexByte(prog, '/') >= 0 {
-		pid, err := syscall.ForkExec(prog, argv, attr)
-		if err == nil {
+		pid, err := run(prog)
+		switch {
+		case err == nil:
 			return pid, 0, ""
-		}
-		if err == syscall.ENOENT {
+		case err == syscall.ENOENT:
 			return 0, exitNotFound, prog + ": " + err.Error()
+		default:
+			return 0, exitNoExec, prog + ": " + err.Error()
 		}
-		return 0, exitNoExec, prog + ": " + err.Error()
 	}
 	path, ok := getenv(env, "PATH")
 	if !ok {
@@ -170,10 +190,10 @@ func forkExecvp(prog string, argv, env []string) (pid, code int, msg string) {
 	for {
 		dir, rest, more := strings.Cut(path, ":")
 		if dir == "" {
-			dir = "."
+			dir = "." // as in execvp(3) and sh: an empty element is the working directory
 		}
 		file := dir + "/" + prog
-		pid, err := syscall.ForkExec(file, argv, attr)
+		pid, err := run(file)
 		switch err {
 		case nil:
 			return pid, 0, ""
@@ -192,46 +212,6 @@ func forkExecvp(prog string, argv, env []string) (pid, code int, msg string) {
 		return 0, exitNoExec, prog + ": permission denied"
 	}
 	return 0, exitNotFound, prog + ": not found in PATH"
-}
-
-// execvp execs prog with argv and env and only returns on failure, with the
-// exit code and message to report. Like execvp(3), a prog without '/' is
-// looked up in PATH, skipping candidates that are missing or not executable.
-func execvp(prog string, argv, env []string) (int, string) {
-	if strings.IndexByte(prog, '/') >= 0 {
-		err := syscall.Exec(prog, argv, env)
-		if err == syscall.ENOENT {
-			return exitNotFound, prog + ": " + err.Error()
-		}
-		return exitNoExec, prog + ": " + err.Error()
-	}
-	path, ok := getenv(env, "PATH")
-	if !ok {
-		path = defaultPath
-	}
-	denied := false
-	for {
-		dir, rest, more := strings.Cut(path, ":")
-		if dir == "" {
-			dir = "." // as in execvp(3) and sh: an empty element is the working directory
-		}
-		file := dir + "/" + prog
-		switch err := syscall.Exec(file, argv, env); err {
-		case syscall.EACCES:
-			denied = true
-		case syscall.ENOENT, syscall.ENOTDIR, syscall.ESTALE, syscall.ENODEV, syscall.ETIMEDOUT, syscall.ELOOP, syscall.ENAMETOOLONG:
-		default:
-			return exitNoExec, file + ": " + err.Error()
-		}
-		if !more {
-			break
-		}
-		path = rest
-	}
-	if denied {
-		return exitNoExec, prog + ": permission denied"
-	}
-	return exitNotFound, prog + ": not found in PATH"
 }
 
 // getenv returns the value of the first entry for key; Merge leaves one.

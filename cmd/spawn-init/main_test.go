@@ -287,3 +287,58 @@ func BenchmarkStart(b *testing.B) {
 		})
 	}
 }
+
+func TestInitSupervisor(t *testing.T) {
+	const token = "00112233445566778899aabbccddeeff"
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    string
+		wantStderr string // between the ready record and the exit record
+	}{
+		{
+			name:       "exit code reported",
+			args:       []string{"/bin/sh", "-c", `echo "out $SPAWN_EXIT_TOKEN."; echo err >&2; cat; exit 3`},
+			wantCode:   3,
+			wantOut:    "out .\nbody",
+			wantStderr: "err\n",
+		},
+		{
+			name:     "signal reported as 128+n",
+			args:     []string{"/bin/sh", "-c", "kill -TERM $$"},
+			wantCode: 128 + int(syscall.SIGTERM),
+		},
+		{
+			name:       "missing program reported",
+			args:       []string{"/nonexistent/prog"},
+			wantCode:   exitNotFound,
+			wantStderr: "spawn-init: /nonexistent/prog: no such file or directory\n",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(initPath, tc.args...)
+			cmd.Stdin = bytes.NewReader(append(mustEncode(t, tokenKey+"="+token), "body"...))
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			code := 0
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.wantCode {
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
+			}
+			if stdout.String() != tc.wantOut {
+				t.Errorf("stdout %q, want %q (the token must not reach the program)", stdout.String(), tc.wantOut)
+			}
+			want := readyRecord + tc.wantStderr + fmt.Sprintf("\x00SPAWN-EXIT %s %d\n", token, tc.wantCode)
+			if stderr.String() != want {
+				t.Errorf("stderr %q, want %q", stderr.String(), want)
+			}
+		})
+	}
+}
