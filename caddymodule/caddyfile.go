@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
 
 func init() {
@@ -40,10 +42,20 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		script_name   <path-prefix>
 //		memory        <size>
 //		pids          <n>
+//		cpus          <n>
+//		nofile        <n>
+//		max_request_body   <size>
+//		max_response_bytes <size>
+//		network       none|host
+//		read_only
+//		user          <uid>[:<gid>]
 //		pool          <n>
 //		max_concurrent <n>
 //		queue_timeout <duration>
 //	}
+//
+// Sizes are bytes or humanized ("10MiB", "1.5GB"); for max_request_body and
+// max_response_bytes, 0 means unlimited.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if !d.NextArg() {
@@ -142,6 +154,57 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("pids: %q must be a positive integer", s)
 			}
 			h.Pids = n
+		case "cpus":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := strconv.ParseFloat(s, 64)
+			if err != nil || !(n >= spawner.MinCPUs && n <= spawner.MaxCPUs) { // NaN fails too
+				return d.Errf("cpus: %q must be a number from %g to %d", s, spawner.MinCPUs, spawner.MaxCPUs)
+			}
+			h.CPUs = n
+		case "nofile":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n <= 0 || n > spawner.MaxNofile {
+				return d.Errf("nofile: %q must be an integer from 1 to %d", s, spawner.MaxNofile)
+			}
+			h.Nofile = n
+		case "max_request_body":
+			n, err := sizeArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxRequestBody = &n
+		case "max_response_bytes":
+			n, err := sizeArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxResponseBytes = n
+		case "network":
+			if err := oneArg(d, &h.Network); err != nil {
+				return err
+			}
+			if h.Network != networkNone && h.Network != networkHost {
+				return d.Errf("network: %q must be %q or %q", h.Network, networkNone, networkHost)
+			}
+		case "read_only":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.ReadOnly = true
+		case "user":
+			if err := oneArg(d, &h.User); err != nil {
+				return err
+			}
+			if _, err := parseUser(h.User); err != nil {
+				return d.Errf("user: %v", err)
+			}
 		case "pool":
 			var s string
 			if err := oneArg(d, &s); err != nil {
@@ -289,6 +352,23 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		Name:  "spawn",
 		Value: caddyconfig.JSON(app, nil),
 	}, nil
+}
+
+// sizeArg reads one size argument of subdirective sub: bytes, or humanized
+// ("10MiB", "1.5GB").
+func sizeArg(d *caddyfile.Dispenser, sub string) (int64, error) {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return 0, d.Errf("%s: bad size %q: %v", sub, s, err)
+	}
+	if n > 1<<62 {
+		return 0, d.Errf("%s: size %q is too large", sub, s)
+	}
+	return int64(n), nil
 }
 
 // oneArg reads exactly one argument into dst.

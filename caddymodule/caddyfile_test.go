@@ -163,6 +163,118 @@ func TestHandlerUnmarshalCaddyfile(t *testing.T) {
 			want: Handler{Image: "hello", Pids: 64},
 		},
 		{
+			name: "cpus fraction",
+			input: `spawn hello {
+				cpus 0.5
+			}`,
+			want: Handler{Image: "hello", CPUs: 0.5},
+		},
+		{
+			name: "cpus whole",
+			input: `spawn hello {
+				cpus 2
+			}`,
+			want: Handler{Image: "hello", CPUs: 2},
+		},
+		{
+			name: "cpus minimum",
+			input: `spawn hello {
+				cpus 0.01
+			}`,
+			want: Handler{Image: "hello", CPUs: 0.01},
+		},
+		{
+			name: "nofile",
+			input: `spawn hello {
+				nofile 4096
+			}`,
+			want: Handler{Image: "hello", Nofile: 4096},
+		},
+		{
+			name: "nofile maximum",
+			input: `spawn hello {
+				nofile 1048576
+			}`,
+			want: Handler{Image: "hello", Nofile: 1 << 20},
+		},
+		{
+			name: "max_request_body in MiB",
+			input: `spawn hello {
+				max_request_body 10MiB
+			}`,
+			want: Handler{Image: "hello", MaxRequestBody: ptr(int64(10 << 20))},
+		},
+		{
+			name: "max_request_body unlimited",
+			input: `spawn hello {
+				max_request_body 0
+			}`,
+			want: Handler{Image: "hello", MaxRequestBody: ptr(int64(0))},
+		},
+		{
+			name: "max_request_body in bytes",
+			input: `spawn hello {
+				max_request_body 1000
+			}`,
+			want: Handler{Image: "hello", MaxRequestBody: ptr(int64(1000))},
+		},
+		{
+			name: "max_response_bytes in GB",
+			input: `spawn hello {
+				max_response_bytes 1GB
+			}`,
+			want: Handler{Image: "hello", MaxResponseBytes: 1e9},
+		},
+		{
+			name: "max_response_bytes unlimited",
+			input: `spawn hello {
+				max_response_bytes 0
+			}`,
+			want: Handler{Image: "hello"},
+		},
+		{
+			name: "network none",
+			input: `spawn hello {
+				network none
+			}`,
+			want: Handler{Image: "hello", Network: "none"},
+		},
+		{
+			name: "network host",
+			input: `spawn hello {
+				network host
+			}`,
+			want: Handler{Image: "hello", Network: "host"},
+		},
+		{
+			name: "read_only",
+			input: `spawn hello {
+				read_only
+			}`,
+			want: Handler{Image: "hello", ReadOnly: true},
+		},
+		{
+			name: "user uid",
+			input: `spawn hello {
+				user 65534
+			}`,
+			want: Handler{Image: "hello", User: "65534"},
+		},
+		{
+			name: "user uid and gid",
+			input: `spawn hello {
+				user 1000:100
+			}`,
+			want: Handler{Image: "hello", User: "1000:100"},
+		},
+		{
+			name: "user root",
+			input: `spawn hello {
+				user 0:0
+			}`,
+			want: Handler{Image: "hello", User: "0:0"},
+		},
+		{
 			name: "all subdirectives",
 			input: `spawn localhost/caddy-spawn/hello:latest {
 				name          hello
@@ -177,20 +289,34 @@ func TestHandlerUnmarshalCaddyfile(t *testing.T) {
 				script_name   /hello
 				memory        64MiB
 				pids          32
+				cpus          0.25
+				nofile        256
+				max_request_body   1MiB
+				max_response_bytes 2MiB
+				network       host
+				read_only
+				user          1000:1000
 			}`,
 			want: Handler{
-				Image:        "localhost/caddy-spawn/hello:latest",
-				Name:         "hello",
-				ImageArchive: "/srv/hello.tar",
-				Command:      []string{"/hello", "--serve"},
-				Args:         []string{"-v"},
-				Env:          map[string]string{"A": "1", "B": "2"},
-				WorkDir:      "/tmp",
-				Timeout:      caddy.Duration(5 * time.Second),
-				Output:       "raw",
-				ScriptName:   "/hello",
-				Memory:       64 << 20,
-				Pids:         32,
+				Image:            "localhost/caddy-spawn/hello:latest",
+				Name:             "hello",
+				ImageArchive:     "/srv/hello.tar",
+				Command:          []string{"/hello", "--serve"},
+				Args:             []string{"-v"},
+				Env:              map[string]string{"A": "1", "B": "2"},
+				WorkDir:          "/tmp",
+				Timeout:          caddy.Duration(5 * time.Second),
+				Output:           "raw",
+				ScriptName:       "/hello",
+				Memory:           64 << 20,
+				Pids:             32,
+				CPUs:             0.25,
+				Nofile:           256,
+				MaxRequestBody:   ptr(int64(1 << 20)),
+				MaxResponseBytes: 2 << 20,
+				Network:          "host",
+				ReadOnly:         true,
+				User:             "1000:1000",
 			},
 		},
 	} {
@@ -388,6 +514,207 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 				memory 256 MiB
 			}`,
 			wantErr:  "wrong argument count or unexpected line ending after 'MiB'",
+			wantLine: 2,
+		},
+		{
+			name: "cpus not a number",
+			input: `spawn hello {
+				cpus two
+			}`,
+			wantErr:  `cpus: "two" must be a number from 0.01 to 1024`,
+			wantLine: 2,
+		},
+		{
+			name: "zero cpus",
+			input: `spawn hello {
+				cpus 0
+			}`,
+			wantErr:  `cpus: "0" must be a number from 0.01 to 1024`,
+			wantLine: 2,
+		},
+		{
+			name: "cpus under the kernel's minimum quota",
+			input: `spawn hello {
+				cpus 0.001
+			}`,
+			wantErr:  `cpus: "0.001" must be a number`,
+			wantLine: 2,
+		},
+		{
+			name: "cpus too many",
+			input: `spawn hello {
+				cpus 2048
+			}`,
+			wantErr:  `cpus: "2048" must be a number`,
+			wantLine: 2,
+		},
+		{
+			name: "cpus NaN",
+			input: `spawn hello {
+				cpus NaN
+			}`,
+			wantErr:  `cpus: "NaN" must be a number`,
+			wantLine: 2,
+		},
+		{
+			name: "cpus without argument",
+			input: `spawn hello {
+				cpus
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'cpus'",
+			wantLine: 2,
+		},
+		{
+			name: "zero nofile",
+			input: `spawn hello {
+				nofile 0
+			}`,
+			wantErr:  `nofile: "0" must be an integer from 1 to 1048576`,
+			wantLine: 2,
+		},
+		{
+			name: "nofile too large",
+			input: `spawn hello {
+				nofile 1048577
+			}`,
+			wantErr:  `nofile: "1048577" must be an integer from 1 to 1048576`,
+			wantLine: 2,
+		},
+		{
+			name: "nofile not a number",
+			input: `spawn hello {
+				nofile lots
+			}`,
+			wantErr:  `nofile: "lots" must be an integer`,
+			wantLine: 2,
+		},
+		{
+			name: "bad max_request_body",
+			input: `spawn hello {
+				max_request_body big
+			}`,
+			wantErr:  `max_request_body: bad size "big"`,
+			wantLine: 2,
+		},
+		{
+			name: "negative max_request_body",
+			input: `spawn hello {
+				max_request_body -1
+			}`,
+			wantErr:  `max_request_body: bad size "-1"`,
+			wantLine: 2,
+		},
+		{
+			name: "max_request_body too large",
+			input: `spawn hello {
+				max_request_body 100EiB
+			}`,
+			wantErr:  `max_request_body: `,
+			wantLine: 2,
+		},
+		{
+			name: "max_request_body without argument",
+			input: `spawn hello {
+				max_request_body
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'max_request_body'",
+			wantLine: 2,
+		},
+		{
+			name: "bad max_response_bytes",
+			input: `spawn hello {
+				max_response_bytes 1 MiB
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'MiB'",
+			wantLine: 2,
+		},
+		{
+			name: "max_response_bytes not a size",
+			input: `spawn hello {
+				max_response_bytes plenty
+			}`,
+			wantErr:  `max_response_bytes: bad size "plenty"`,
+			wantLine: 2,
+		},
+		{
+			name: "unknown network",
+			input: `spawn hello {
+				network bridge
+			}`,
+			wantErr:  `network: "bridge" must be "none" or "host"`,
+			wantLine: 2,
+		},
+		{
+			name: "network without argument",
+			input: `spawn hello {
+				network
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'network'",
+			wantLine: 2,
+		},
+		{
+			name: "read_only with an argument",
+			input: `spawn hello {
+				read_only true
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'true'",
+			wantLine: 2,
+		},
+		{
+			name: "duplicate read_only",
+			input: `spawn hello {
+				read_only
+				read_only
+			}`,
+			wantErr:  `duplicate subdirective "read_only"`,
+			wantLine: 3,
+		},
+		{
+			name: "user by name",
+			input: `spawn hello {
+				user nobody
+			}`,
+			wantErr:  `user: "nobody": uid "nobody" must be a number from 0 to 4294967294 (names are not looked up)`,
+			wantLine: 2,
+		},
+		{
+			name: "user with a group name",
+			input: `spawn hello {
+				user 1000:staff
+			}`,
+			wantErr:  `user: "1000:staff": gid "staff" must be a number`,
+			wantLine: 2,
+		},
+		{
+			name: "user with an empty gid",
+			input: `spawn hello {
+				user 1000:
+			}`,
+			wantErr:  `user: "1000:": gid "" must be a number`,
+			wantLine: 2,
+		},
+		{
+			name: "user -1",
+			input: `spawn hello {
+				user 4294967295
+			}`,
+			wantErr:  `user: "4294967295": uid "4294967295" must be a number`,
+			wantLine: 2,
+		},
+		{
+			name: "negative user",
+			input: `spawn hello {
+				user -5
+			}`,
+			wantErr:  `user: "-5": uid "-5" must be a number`,
+			wantLine: 2,
+		},
+		{
+			name: "user with two colons",
+			input: `spawn hello {
+				user 1:2:3
+			}`,
+			wantErr:  `user: "1:2:3": gid "2:3" must be a number`,
 			wantLine: 2,
 		},
 		{
@@ -712,3 +1039,5 @@ func TestParseGlobalOptionErrors(t *testing.T) {
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

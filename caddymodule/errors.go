@@ -22,6 +22,10 @@ var (
 	errStartFailed    = errors.New("starting function container")
 	errClientGone     = errors.New("client went away")
 	errOverloaded     = errors.New("too many concurrent requests")
+	errBodyTooLarge   = errors.New("request body too large")
+	// errResponseTooLarge: the program announced a body over
+	// max_response_bytes (one that writes past it is cut short instead).
+	errResponseTooLarge = errors.New("function response too large")
 )
 
 // httpError maps an error to a caddyhttp.HandlerError with the status the
@@ -31,11 +35,13 @@ func httpError(err error) error {
 	switch {
 	case errors.Is(err, errClientGone), errors.Is(err, context.Canceled):
 		status = statusClientClosedRequest
+	case errors.Is(err, errBodyTooLarge):
+		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusGatewayTimeout
 	case errors.Is(err, errOverloaded), errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable), errors.Is(err, spawner.ErrImageNotReady):
 		status = http.StatusServiceUnavailable
-	case errors.Is(err, errBadOutput), errors.Is(err, errFailedNoOutput), errors.Is(err, errStartFailed):
+	case errors.Is(err, errBadOutput), errors.Is(err, errFailedNoOutput), errors.Is(err, errStartFailed), errors.Is(err, errResponseTooLarge):
 		status = http.StatusBadGateway
 	}
 	return caddyhttp.Error(status, err)

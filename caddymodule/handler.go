@@ -9,11 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/distribution/reference"
@@ -36,6 +39,12 @@ const (
 	outputRaw = "raw"
 )
 
+// Network modes.
+const (
+	networkNone = "none"
+	networkHost = "host"
+)
+
 // Trailers sent after a streamed response; declared up front because the
 // status line is long gone when the program exits.
 const (
@@ -47,8 +56,11 @@ const (
 	defaultPool         = 2
 	defaultQueueTimeout = 5 * time.Second
 	defaultTimeout      = 60 * time.Second
-	stderrTailBytes     = 4 << 10
-	copyBufferSize      = 32 << 10
+	// defaultMaxRequestBody bounds request bodies unless a route says
+	// otherwise: 100 MiB.
+	defaultMaxRequestBody = 100 << 20
+	stderrTailBytes       = 4 << 10
+	copyBufferSize        = 32 << 10
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
@@ -103,11 +115,63 @@ type Handler struct {
 	// the program as SCRIPT_NAME and removed from PATH_INFO. Default: "".
 	ScriptName string `json:"script_name,omitempty"`
 
-	// Memory is the container's memory limit in bytes. Default: 256 MiB.
+	// Memory is the container's memory limit in bytes, at least 4 MiB; swap
+	// is limited to the same amount, so the container can't swap past it.
+	// A program that allocates beyond it is killed by the kernel's OOM
+	// killer (before its header: 502). Default: 256 MiB.
 	Memory int64 `json:"memory,omitempty"`
 
-	// Pids is the container's process limit. Default: 128.
+	// Pids is the container's limit on processes and threads, the init
+	// included; a fork bomb stops there. Default: 128.
 	Pids int64 `json:"pids,omitempty"`
+
+	// CPUs is the container's CPU quota, in CPUs: a CFS quota of CPUs ×
+	// 100 ms per 100 ms period, so 0.5 is half of one CPU and 2 is two CPUs'
+	// worth of time. Between 0.01 and 1024; to lift the limit, set it to the
+	// host's CPU count. Default: 1.
+	CPUs float64 `json:"cpus,omitempty"`
+
+	// Nofile is the program's open-file limit (RLIMIT_NOFILE, soft and
+	// hard), between 1 and 1048576. Default: 1024.
+	Nofile int64 `json:"nofile,omitempty"`
+
+	// MaxRequestBody is the largest request body, in bytes, the program is
+	// given; 0 means unlimited. A request whose Content-Length is larger
+	// gets 413 before any container starts. A body of unknown length
+	// (chunked) is counted as it streams to the program: at the limit the
+	// container is killed and the client gets 413 if no header was sent
+	// yet, else the response is aborted. Default: 100 MiB (104857600).
+	MaxRequestBody *int64 `json:"max_request_body,omitempty"`
+
+	// MaxResponseBytes is the largest response body, in bytes, the program
+	// may write (after its CGI header); 0 means unlimited. A program that
+	// declares a larger Content-Length gets 502; one that writes past the
+	// limit is killed and its response aborted after exactly
+	// MaxResponseBytes bytes of body, without the Spawn-Exit-Code trailer
+	// (HTTP/1.1: the connection is closed before the last chunk; HTTP/2 and
+	// 3: the stream is reset), so the client can tell it is incomplete.
+	// Default: 0.
+	MaxResponseBytes int64 `json:"max_response_bytes,omitempty"`
+
+	// Network is the container's network: "none", a network namespace of
+	// its own with only a loopback device (no way out, and the host's
+	// loopback services out of reach), or "host", the host's network
+	// namespace, with the host's /etc/hosts and /etc/resolv.conf mounted
+	// read-only. With "host" the program can reach everything the host
+	// can, Caddy's admin endpoint on localhost included: use it only for
+	// trusted images. Default: "none".
+	Network string `json:"network,omitempty"`
+
+	// ReadOnly makes the container's root filesystem read-only, with a
+	// 64 MiB tmpfs (nosuid, nodev, noexec; its pages count against Memory)
+	// at /tmp. Default: false.
+	ReadOnly bool `json:"read_only,omitempty"`
+
+	// User runs the program as a numeric user, "<uid>" or "<uid>:<gid>";
+	// the group defaults to the uid (not to root's group 0). No names: the
+	// image's /etc/passwd is not consulted. Default: the image's USER,
+	// root when it sets none.
+	User string `json:"user,omitempty"`
 
 	// Pool is how many single-use containers to keep created, started and
 	// frozen ahead of requests. A request thaws one (~1 ms) instead of
@@ -129,6 +193,7 @@ type Handler struct {
 	route    *route
 	logger   *zap.Logger
 	env      []string
+	user     *spawner.User
 	software string
 }
 
@@ -177,6 +242,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.QueueTimeout == 0 {
 		h.QueueTimeout = caddy.Duration(defaultQueueTimeout)
 	}
+	if h.MaxRequestBody == nil {
+		n := int64(defaultMaxRequestBody)
+		h.MaxRequestBody = &n
+	}
+	if h.Network == "" {
+		h.Network = networkNone
+	}
+	if h.User != "" {
+		u, err := parseUser(h.User)
+		if err != nil {
+			return fmt.Errorf("user: %w", err)
+		}
+		h.user = u
+	}
 	h.key = h.routeKey()
 	val, _, err := routes.LoadOrNew(h.key, func() (caddy.Destructor, error) {
 		r := newRoute(h.key, h.Name, h.Image, h.ImageArchive, spawner.Function{
@@ -188,6 +267,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			WorkingDir:  h.WorkDir,
 			MemoryBytes: h.Memory,
 			Pids:        h.Pids,
+			CPUs:        h.CPUs,
+			Nofile:      uint64(max(h.Nofile, 0)),
+			HostNetwork: h.Network == networkHost,
+			ReadOnly:    h.ReadOnly,
+			User:        h.user,
 		}, *h.Pool)
 		if h.MaxConcurrent > 0 {
 			r.limit = semaphore.NewWeighted(int64(h.MaxConcurrent))
@@ -212,20 +296,28 @@ func (h *Handler) Cleanup() error {
 }
 
 // routeKey hashes everything that changes the containers of this route,
-// including the app settings they are made with. Timeouts and output mode
-// don't: changing them keeps the pool.
+// including the app settings they are made with. Timeouts, output mode and
+// body limits don't: changing them keeps the pool.
 func (h *Handler) routeKey() string {
 	b, _ := json.Marshal(struct {
 		Image, Archive, Name, WorkDir    string
 		Command, Args, Env               []string
-		Memory, Pids                     int64
+		Memory, Pids, Nofile             int64
+		CPUs                             float64
+		Network                          string
+		ReadOnly                         bool
+		User                             *spawner.User
 		Pool, MaxConcurrent              int
 		Address, Namespace, Snap, RT, RB string
 		Managed                          *ManagedContainerd
 	}{
 		h.Image, h.ImageArchive, h.Name, h.WorkDir,
 		h.Command, h.Args, h.env,
-		h.Memory, h.Pids,
+		h.Memory, h.Pids, h.Nofile,
+		h.CPUs,
+		h.Network,
+		h.ReadOnly,
+		h.user,
 		*h.Pool, h.MaxConcurrent,
 		h.app.Address, h.app.Namespace, h.app.Snapshotter, h.app.Runtime, h.app.RuncBinary,
 		h.app.Managed,
@@ -257,6 +349,26 @@ func (h *Handler) Validate() error {
 	if h.Pids < 0 {
 		return errors.New("pids: must not be negative")
 	}
+	if h.CPUs != 0 && !(h.CPUs >= spawner.MinCPUs && h.CPUs <= spawner.MaxCPUs) {
+		return fmt.Errorf("cpus: %g must be between %g and %d", h.CPUs, spawner.MinCPUs, spawner.MaxCPUs)
+	}
+	if h.Nofile < 0 || h.Nofile > spawner.MaxNofile {
+		return fmt.Errorf("nofile: %d must be between 1 and %d", h.Nofile, spawner.MaxNofile)
+	}
+	if h.MaxRequestBody != nil && *h.MaxRequestBody < 0 {
+		return errors.New("max_request_body: must not be negative (0 is unlimited)")
+	}
+	if h.MaxResponseBytes < 0 {
+		return errors.New("max_response_bytes: must not be negative (0 is unlimited)")
+	}
+	if h.Network != "" && h.Network != networkNone && h.Network != networkHost {
+		return fmt.Errorf("network: %q must be %q or %q", h.Network, networkNone, networkHost)
+	}
+	if h.User != "" {
+		if _, err := parseUser(h.User); err != nil {
+			return fmt.Errorf("user: %w", err)
+		}
+	}
 	if h.Pool != nil && (*h.Pool < 0 || *h.Pool > 256) {
 		return fmt.Errorf("pool: %d must be between 0 and 256", *h.Pool)
 	}
@@ -283,6 +395,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	defer func() {
 		spawnMetrics.requestSeconds.WithLabelValues(h.Name).Observe(time.Since(start).Seconds())
 	}()
+
+	// A body known to be too large is refused before anything starts.
+	maxBody := h.maxRequestBody()
+	if maxBody > 0 && r.ContentLength > maxBody {
+		return httpError(fmt.Errorf("route %s: %w: Content-Length %d over max_request_body %d",
+			h.Name, errBodyTooLarge, r.ContentLength, maxBody))
+	}
 
 	if lim := h.route.limit; lim != nil {
 		qctx, qcancel := context.WithTimeout(r.Context(), time.Duration(h.QueueTimeout))
@@ -336,7 +455,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if err := inst.Begin(h.requestEnv(r)); err != nil {
 		return httpError(h.causeOf(ctx, r, fmt.Errorf("%w: %w", errStartFailed, err)))
 	}
-	go h.feedStdin(inst, r)
+	// Set by feedStdin, before it kills the container, when the body goes
+	// over max_request_body.
+	var bodyTooLarge atomic.Bool
+	go h.feedStdin(inst, r, maxBody, &bodyTooLarge)
 
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -351,8 +473,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	} else {
 		head, err = readCGIHead(br)
 	}
+	if err == nil && h.MaxResponseBytes > 0 {
+		// A body announced too large would only be cut short: say so now,
+		// while a status can still tell it.
+		if n, perr := strconv.ParseInt(head.Header.Get("Content-Length"), 10, 64); perr == nil && n > h.MaxResponseBytes {
+			err = fmt.Errorf("%w: Content-Length %d over max_response_bytes %d", errResponseTooLarge, n, h.MaxResponseBytes)
+		}
+	}
 	if err != nil {
-		return h.failBeforeHeader(ctx, r, inst, err, stderr, stderrDone)
+		return h.failBeforeHeader(ctx, r, inst, err, &bodyTooLarge, stderr, stderrDone)
 	}
 
 	hdr := w.Header()
@@ -364,8 +493,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	_ = rc.Flush()
 
 	buf := *bp
+	var sent int64
 	for {
 		n, rerr := br.Read(buf)
+		over := h.MaxResponseBytes > 0 && sent+int64(n) > h.MaxResponseBytes
+		if over {
+			n = int(h.MaxResponseBytes - sent)
+		}
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				inst.Kill(context.Background())
@@ -373,13 +507,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 					zap.String("route", h.Name), zap.String("container", inst.ID), zap.Error(werr))
 				panic(http.ErrAbortHandler)
 			}
-			if br.Buffered() == 0 {
+			sent += int64(n)
+			if br.Buffered() == 0 || over {
 				_ = rc.Flush()
 			}
+		}
+		if over {
+			// Only an aborted response tells the client it is incomplete:
+			// a trailer would need a clean end, which looks complete.
+			inst.Kill(context.Background())
+			h.logger.Warn("response cut short",
+				zap.String("route", h.Name), zap.String("container", inst.ID),
+				zap.String("reason", "response over max_response_bytes"),
+				zap.Int64("max_response_bytes", h.MaxResponseBytes))
+			panic(http.ErrAbortHandler)
 		}
 		if rerr != nil {
 			break
 		}
+	}
+	if bodyTooLarge.Load() {
+		// Killed for its request body after the header went out.
+		h.logger.Warn("response cut short",
+			zap.String("route", h.Name), zap.String("container", inst.ID),
+			zap.String("reason", "request body over max_request_body"),
+			zap.Int64("max_request_body", maxBody))
+		panic(http.ErrAbortHandler)
 	}
 
 	select {
@@ -444,12 +597,26 @@ func (h *Handler) requestEnv(r *http.Request) []string {
 
 // feedStdin streams the request body into the program's stdin and closes
 // it at EOF. It may outlive ServeHTTP when the program stops reading early;
-// closing stdin (done by Release) ends it.
-func (h *Handler) feedStdin(inst *spawner.Instance, r *http.Request) {
+// closing stdin (done by Release) ends it. With limit > 0 it passes at most
+// limit bytes: if the body has more, it sets tooLarge and kills the
+// container, leaving stdin open so the program can't take the truncated
+// body for a whole one.
+func (h *Handler) feedStdin(inst *spawner.Instance, r *http.Request, limit int64, tooLarge *atomic.Bool) {
 	if r.Body != nil && r.Body != http.NoBody {
+		var body io.Reader = r.Body
+		if limit > 0 {
+			body = &limitedBody{r: r.Body, left: limit}
+		}
 		bp := bufPool.Get().(*[]byte)
-		_, err := io.CopyBuffer(writerOnly{inst.Stdin()}, r.Body, *bp)
+		_, err := io.CopyBuffer(writerOnly{inst.Stdin()}, body, *bp)
 		bufPool.Put(bp)
+		// Caddy's request_body max_size ends the body the same way.
+		var mbe *http.MaxBytesError
+		if errors.Is(err, errBodyTooLarge) || errors.As(err, &mbe) {
+			tooLarge.Store(true)
+			inst.Kill(context.Background())
+			return
+		}
 		if err != nil {
 			if ce := h.logger.Check(zap.DebugLevel, "request body not fully delivered"); ce != nil {
 				ce.Write(zap.String("route", h.Name), zap.String("container", inst.ID), zap.Error(err))
@@ -462,7 +629,7 @@ func (h *Handler) feedStdin(inst *spawner.Instance, r *http.Request) {
 // failBeforeHeader ends a request that produced no valid header: it kills
 // the container, works out why, logs the program's stderr and returns the
 // error for Caddy to answer with.
-func (h *Handler) failBeforeHeader(ctx context.Context, r *http.Request, inst *spawner.Instance, err error, stderr *stderrTail, stderrDone chan struct{}) error {
+func (h *Handler) failBeforeHeader(ctx context.Context, r *http.Request, inst *spawner.Instance, err error, bodyTooLarge *atomic.Bool, stderr *stderrTail, stderrDone chan struct{}) error {
 	if errors.Is(err, errNoOutput) {
 		// The program closed stdout: wait for its exit to tell why.
 		select {
@@ -477,12 +644,17 @@ func (h *Handler) failBeforeHeader(ctx context.Context, r *http.Request, inst *s
 	var cause error
 	var mh malformedHeaderError
 	switch {
+	case bodyTooLarge.Load():
+		// We killed it: the body went over the limit.
+		cause = fmt.Errorf("%w: body over max_request_body %d", errBodyTooLarge, h.maxRequestBody())
 	case ctx.Err() != nil:
 		cause = h.causeOf(ctx, r, ctx.Err())
 	case errors.As(err, &mh):
 		cause = fmt.Errorf("%w: %w", errBadOutput, err)
 	case errors.Is(err, errNoOutput):
-		cause = fmt.Errorf("%w (exit code %d)", errFailedNoOutput, inst.ExitCode())
+		cause = fmt.Errorf("%w (%s)", errFailedNoOutput, describeExit(inst.ExitCode()))
+	case errors.Is(err, errResponseTooLarge):
+		cause = err
 	default:
 		cause = fmt.Errorf("%w: %w", errBadOutput, err)
 	}
@@ -527,6 +699,73 @@ func (h *Handler) logStderr(inst *spawner.Instance, code uint32, stderr *stderrT
 			zap.Int64("stderr_bytes", total),
 			zap.String("stderr", text))
 	}
+}
+
+// maxRequestBody is the body limit in bytes, 0 for none.
+func (h *Handler) maxRequestBody() int64 {
+	if h.MaxRequestBody == nil {
+		return defaultMaxRequestBody
+	}
+	return *h.MaxRequestBody
+}
+
+// limitedBody passes at most left more bytes of r, then fails with
+// errBodyTooLarge if r has more.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	// One byte more than allowed tells "exactly at the limit" from "over".
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	if int64(n) > l.left {
+		n = int(l.left)
+		l.left = 0
+		return n, errBodyTooLarge
+	}
+	l.left -= int64(n)
+	return n, err
+}
+
+// describeExit says how a program ended, from its exit code (128+n for
+// signal n, as a shell reports it).
+func describeExit(code uint32) string {
+	if code > 128 && code < 128+65 {
+		sig := syscall.Signal(code - 128)
+		return fmt.Sprintf("exit code %d: killed by signal %d (%s)", code, code-128, sig)
+	}
+	return fmt.Sprintf("exit code %d", code)
+}
+
+// parseUser parses "<uid>" or "<uid>:<gid>", numeric; the gid defaults to
+// the uid.
+func parseUser(s string) (*spawner.User, error) {
+	uidStr, gidStr, hasGID := strings.Cut(s, ":")
+	uid, err := parseID(uidStr)
+	if err != nil {
+		return nil, fmt.Errorf("%q: uid %w", s, err)
+	}
+	gid := uid
+	if hasGID {
+		if gid, err = parseID(gidStr); err != nil {
+			return nil, fmt.Errorf("%q: gid %w", s, err)
+		}
+	}
+	return &spawner.User{UID: uid, GID: gid}, nil
+}
+
+// parseID parses a numeric user or group ID. 4294967295 is (uid_t)-1,
+// which the kernel treats as "no change".
+func parseID(s string) (uint32, error) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n == math.MaxUint32 {
+		return 0, fmt.Errorf("%q must be a number from 0 to %d (names are not looked up)", s, uint32(math.MaxUint32-1))
+	}
+	return uint32(n), nil
 }
 
 func waitBounded(ch <-chan struct{}, d time.Duration) {

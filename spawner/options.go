@@ -10,10 +10,28 @@ import (
 	"github.com/caddy-spawn/caddy-spawn/snapshots"
 )
 
-// Defaults for a function's limits, used when a FunctionSpec leaves them zero.
+// Defaults for a function's limits, used when a Function leaves them zero.
 const (
 	DefaultMemoryBytes = 256 << 20
 	DefaultPids        = 128
+	// DefaultCPUs is the CPU quota: one CPU's worth of time per period.
+	DefaultCPUs = 1.0
+	// DefaultNofile is RLIMIT_NOFILE (soft and hard), as containerd's and
+	// Docker's default spec have it.
+	DefaultNofile = 1024
+	// CPUPeriod is the CFS period, in microseconds, the CPU quota is
+	// measured over (100 ms, the kernel's default).
+	CPUPeriod = 100_000
+	// MinCPUs and MaxCPUs bound Function.CPUs: the kernel refuses a quota
+	// under 1 ms per period.
+	MinCPUs = 0.01
+	MaxCPUs = 1024
+	// MaxNofile is the largest RLIMIT_NOFILE, the kernel's default
+	// fs.nr_open.
+	MaxNofile = 1 << 20
+	// TmpfsBytes is the size of the tmpfs at /tmp of a read-only container.
+	// Its pages count against the memory limit too.
+	TmpfsBytes = 64 << 20
 	// DefaultRuntime is containerd's runc shim.
 	DefaultRuntime = "io.containerd.runc.v2"
 	// InitPath is where our init is mounted inside every container.
@@ -52,14 +70,41 @@ type Function struct {
 	// Env is added to the image's environment (route wins).
 	Env        []string
 	WorkingDir string
-	// MemoryBytes, Pids: limits; zero means the defaults above.
+	// MemoryBytes, Pids: limits; zero means the defaults above. Swap is
+	// limited to MemoryBytes too: no swapping past the limit.
 	MemoryBytes int64
 	Pids        int64
+	// CPUs is the CPU quota in CPUs (a CFS quota of CPUs × CPUPeriod);
+	// zero means DefaultCPUs.
+	CPUs float64
+	// Nofile is RLIMIT_NOFILE, soft and hard; zero means DefaultNofile.
+	Nofile uint64
+	// HostNetwork runs the container in the host's network namespace (with
+	// the host's /etc/hosts and /etc/resolv.conf) instead of a fresh one
+	// that has only a loopback device.
+	HostNetwork bool
+	// ReadOnly makes the root filesystem read-only and mounts a tmpfs of
+	// TmpfsBytes at /tmp.
+	ReadOnly bool
+	// User, when set, is the numeric user the init and the program run as,
+	// instead of the image's.
+	User *User
+}
+
+// User is a numeric user and group.
+type User struct {
+	UID, GID uint32
 }
 
 func (f *Function) validate() error {
 	if f.Name == "" {
 		return fmt.Errorf("function has no name")
+	}
+	if f.CPUs != 0 && !(f.CPUs >= MinCPUs && f.CPUs <= MaxCPUs) {
+		return fmt.Errorf("function %s: cpus %g out of range [%g, %d]", f.Name, f.CPUs, MinCPUs, MaxCPUs)
+	}
+	if f.Nofile > MaxNofile {
+		return fmt.Errorf("function %s: nofile %d over %d", f.Name, f.Nofile, MaxNofile)
 	}
 	if f.Image == nil || f.Image.Image == nil {
 		return fmt.Errorf("function %s: %w", f.Name, ErrImageNotReady)

@@ -2,16 +2,44 @@ package spawner
 
 import (
 	"context"
+	"math"
+	"os"
+	"strconv"
+	"sync"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 )
 
 // specOpts builds the OCI spec of a function container: the image's config,
 // the route's overrides, our init in front of the program, and hardening.
+//
+// Hardening, on top of containerd's default spec (which already has runc's
+// masked and read-only paths under /proc and /sys, no host devices, and a
+// fresh PID, IPC, UTS, mount and network namespace):
+//   - no capabilities at all and no_new_privileges;
+//   - containerd's default seccomp profile (Docker's), built for that empty
+//     capability set;
+//   - memory (swap included: none), pids, CPU quota and RLIMIT_NOFILE limits;
+//   - optionally a read-only root filesystem with a small tmpfs at /tmp, and
+//     a numeric non-root user.
 func (s *Spawner) specOpts(f *Function, hostname, cgroup string) []oci.SpecOpts {
+	// Docker's rules: args replace the image's CMD; a new entrypoint drops
+	// the image's CMD as well.
+	opts := []oci.SpecOpts{oci.WithImageConfigArgs(f.Image.Image, f.Args)}
+	if len(f.Entrypoint) > 0 {
+		opts = append(opts, oci.WithProcessArgs(append(append([]string{}, f.Entrypoint...), f.Args...)...))
+	}
+	return append(opts, s.routeOpts(f, hostname, cgroup)...)
+}
+
+// routeOpts is everything of the spec but the image's config and command:
+// the route's settings, limits, hardening and our init. They apply after
+// the image's config, which they override.
+func (s *Spawner) routeOpts(f *Function, hostname, cgroup string) []oci.SpecOpts {
 	mem := f.MemoryBytes
 	if mem == 0 {
 		mem = DefaultMemoryBytes
@@ -20,17 +48,24 @@ func (s *Spawner) specOpts(f *Function, hostname, cgroup string) []oci.SpecOpts 
 	if pids == 0 {
 		pids = DefaultPids
 	}
-	// Docker's rules: args replace the image's CMD; a new entrypoint drops
-	// the image's CMD as well.
-	opts := []oci.SpecOpts{oci.WithImageConfigArgs(f.Image.Image, f.Args)}
-	if len(f.Entrypoint) > 0 {
-		opts = append(opts, oci.WithProcessArgs(append(append([]string{}, f.Entrypoint...), f.Args...)...))
+	cpus := f.CPUs
+	if cpus == 0 {
+		cpus = DefaultCPUs
 	}
+	nofile := f.Nofile
+	if nofile == 0 {
+		nofile = DefaultNofile
+	}
+	var opts []oci.SpecOpts
 	if len(f.Env) > 0 {
 		opts = append(opts, oci.WithEnv(f.Env))
 	}
 	if f.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(f.WorkingDir))
+	}
+	if f.User != nil {
+		// After the image config, which sets the image's USER.
+		opts = append(opts, oci.WithUIDGID(f.User.UID, f.User.GID))
 	}
 	opts = append(opts,
 		oci.WithHostname(hostname),
@@ -39,10 +74,13 @@ func (s *Spawner) specOpts(f *Function, hostname, cgroup string) []oci.SpecOpts 
 		oci.WithCapabilities(nil),
 		oci.WithAmbientCapabilities(nil),
 		oci.WithNoNewPrivileges,
+		// After the capabilities: the profile allows the system calls
+		// that the capabilities kept would need, here none.
+		seccomp.WithDefaultProfile(),
 		oci.WithPidsLimit(pids),
 		oci.WithMemoryLimit(uint64(mem)),
-		// Without a network configured the default spec's fresh network
-		// namespace has only a loopback device: no network.
+		oci.WithCPUCFS(cpuQuota(cpus), CPUPeriod),
+		oci.WithRlimit(&specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Soft: nofile, Hard: nofile}),
 		oci.WithMounts([]specs.Mount{{
 			Destination: InitPath,
 			Type:        "bind",
@@ -51,8 +89,67 @@ func (s *Spawner) specOpts(f *Function, hostname, cgroup string) []oci.SpecOpts 
 		}}),
 		withInit(),
 	)
+	if swapLimitSupported() {
+		// Memory plus swap equal to memory: the limit can't be dodged by
+		// swapping.
+		opts = append(opts, oci.WithMemorySwap(mem))
+	}
+	if f.HostNetwork {
+		opts = append(opts, withHostNetwork())
+	}
+	// Otherwise the default spec's fresh network namespace, with no
+	// network configured, has only a loopback device: no network.
+	if f.ReadOnly {
+		opts = append(opts, oci.WithRootFSReadonly(), oci.WithMounts([]specs.Mount{{
+			Destination: "/tmp",
+			Type:        "tmpfs",
+			Source:      "tmpfs",
+			Options: []string{
+				"nosuid", "nodev", "noexec", "mode=1777",
+				"size=" + strconv.FormatInt(TmpfsBytes, 10),
+			},
+		}}))
+	}
 	return opts
 }
+
+// cpuQuota is the CFS quota in microseconds per CPUPeriod for cpus CPUs.
+func cpuQuota(cpus float64) int64 {
+	return int64(math.Round(cpus * CPUPeriod))
+}
+
+// withHostNetwork joins the host's network namespace and, as ctr and
+// nerdctl do for --net-host, bind-mounts the host's /etc/hosts and
+// /etc/resolv.conf read-only so names resolve as on the host.
+func withHostNetwork() oci.SpecOpts {
+	return func(ctx context.Context, c oci.Client, ctr *containers.Container, s *oci.Spec) error {
+		if err := oci.WithHostNamespace(specs.NetworkNamespace)(ctx, c, ctr, s); err != nil {
+			return err
+		}
+		for _, f := range []string{"/etc/hosts", "/etc/resolv.conf"} {
+			if _, err := os.Stat(f); err != nil {
+				continue
+			}
+			s.Mounts = append(s.Mounts, specs.Mount{
+				Destination: f, Type: "bind", Source: f,
+				Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+			})
+		}
+		return nil
+	}
+}
+
+// swapLimitSupported reports whether runc can limit swap here: always on
+// cgroup v2 (runc ignores the limit when the kernel has no swap), on v1
+// only with swap accounting, where runc otherwise fails to create the
+// container.
+var swapLimitSupported = sync.OnceValue(func() bool {
+	if _, err := os.Stat(cgroupRoot + "/cgroup.controllers"); err == nil {
+		return true
+	}
+	_, err := os.Stat(cgroupRoot + "/memory/memory.memsw.limit_in_bytes")
+	return err == nil
+})
 
 // withInit puts our init in front of the program: it waits for the request's
 // environment on stdin, then execs the program.
