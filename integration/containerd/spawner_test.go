@@ -6,12 +6,15 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/caddy-spawn/caddy-spawn/internal/imagebuild"
 	"github.com/caddy-spawn/caddy-spawn/spawner"
@@ -122,15 +125,7 @@ func TestFreshRootfs(t *testing.T) {
 func TestSpecHardening(t *testing.T) {
 	s := newSpawner(t, "")
 	inst := create(t, s, testfn(t, "env"))
-	ctx := nsCtx(t)
-	c, err := env.client.LoadContainer(ctx, inst.ID)
-	if err != nil {
-		t.Fatalf("LoadContainer(%s): %v", inst.ID, err)
-	}
-	spec, err := c.Spec(ctx)
-	if err != nil {
-		t.Fatalf("Spec(%s): %v", inst.ID, err)
-	}
+	spec := loadSpec(t, inst.ID)
 
 	p := spec.Process
 	if p == nil {
@@ -152,9 +147,27 @@ func TestSpecHardening(t *testing.T) {
 	if want := []string{spawner.InitPath, "/testfn", "env"}; !slices.Equal(p.Args, want) {
 		t.Errorf("Process.Args = %q, want %q (our init first)", p.Args, want)
 	}
+	if p.User.UID != 0 {
+		t.Errorf("user %d, want the image's (root)", p.User.UID)
+	}
+	nofile := slices.IndexFunc(p.Rlimits, func(r specs.POSIXRlimit) bool { return r.Type == "RLIMIT_NOFILE" })
+	if nofile < 0 || p.Rlimits[nofile].Soft != spawner.DefaultNofile || p.Rlimits[nofile].Hard != spawner.DefaultNofile {
+		t.Errorf("rlimits %+v, want RLIMIT_NOFILE %d/%d", p.Rlimits, spawner.DefaultNofile, spawner.DefaultNofile)
+	}
 
 	if spec.Linux == nil || spec.Linux.Resources == nil {
 		t.Fatal("spec has no Linux resources")
+	}
+	if sc := spec.Linux.Seccomp; sc == nil || sc.DefaultAction != specs.ActErrno || len(sc.Syscalls) == 0 {
+		t.Errorf("seccomp = %+v, want containerd's default profile", sc)
+	}
+	for _, want := range []string{"/proc/kcore", "/proc/keys", "/sys/firmware"} {
+		if !slices.Contains(spec.Linux.MaskedPaths, want) {
+			t.Errorf("masked paths %q lack %s", spec.Linux.MaskedPaths, want)
+		}
+	}
+	if !slices.Contains(spec.Linux.ReadonlyPaths, "/proc/sys") {
+		t.Errorf("read-only paths %q lack /proc/sys", spec.Linux.ReadonlyPaths)
 	}
 	r := spec.Linux.Resources
 	if r.Pids == nil || r.Pids.Limit == nil || *r.Pids.Limit != spawner.DefaultPids {
@@ -162,6 +175,15 @@ func TestSpecHardening(t *testing.T) {
 	}
 	if r.Memory == nil || r.Memory.Limit == nil || *r.Memory.Limit != spawner.DefaultMemoryBytes {
 		t.Errorf("memory limit = %+v, want %d", r.Memory, spawner.DefaultMemoryBytes)
+	} else if r.Memory.Swap == nil || *r.Memory.Swap != spawner.DefaultMemoryBytes {
+		// This host has swap accounting (cgroup v1 memsw): no swap.
+		t.Errorf("memory+swap limit = %v, want %d", r.Memory.Swap, spawner.DefaultMemoryBytes)
+	}
+	if r.CPU == nil || r.CPU.Quota == nil || r.CPU.Period == nil || *r.CPU.Quota != 100_000 || *r.CPU.Period != spawner.CPUPeriod {
+		t.Errorf("cpu = %+v, want a quota of 100000 per 100000 us (1 CPU)", r.CPU)
+	}
+	if spec.Root == nil || spec.Root.Readonly {
+		t.Errorf("root = %+v, want writable by default", spec.Root)
 	}
 
 	var initMount *specs.Mount
@@ -192,6 +214,131 @@ func TestSpecHardening(t *testing.T) {
 	if !netns {
 		t.Error("no network namespace: the container would share the host's network")
 	}
+
+	// What runc made of it: the program runs confined.
+	res := serve(t, create(t, s, testfn(t, "security")), nil, nil)
+	for _, want := range []string{
+		"NoNewPrivs: 1", "Seccomp: 2", // 2: filter mode
+		"CapEff: 0000000000000000", "CapBnd: 0000000000000000", "CapPrm: 0000000000000000",
+	} {
+		if !strings.Contains(string(res.stdout), "\n"+want+"\n") {
+			t.Errorf("the program's status lacks %q:\n%s (stderr %q)", want, res.stdout, res.stderr)
+		}
+	}
+
+	t.Run("limits", func(t *testing.T) {
+		fn := testfn(t, "rlimit")
+		fn.CPUs, fn.Nofile, fn.MemoryBytes, fn.Pids = 0.25, 4096, 32<<20, 16
+		inst := create(t, s, fn)
+		r := loadSpec(t, inst.ID).Linux.Resources
+		if *r.CPU.Quota != 25_000 || *r.Memory.Limit != 32<<20 || *r.Memory.Swap != 32<<20 || *r.Pids.Limit != 16 {
+			t.Errorf("cpu quota %d, memory %d, memory+swap %d, pids %d; want 25000, %d, %d, 16",
+				*r.CPU.Quota, *r.Memory.Limit, *r.Memory.Swap, *r.Pids.Limit, 32<<20, 32<<20)
+		}
+		// runc set them on the container's cgroup (read while the init
+		// waits for its frame).
+		for file, want := range cgroupLimits(env.ns + "/" + inst.ID) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Errorf("reading %s: %v", file, err)
+				continue
+			}
+			if got := strings.TrimSpace(string(b)); got != want {
+				t.Errorf("%s = %q, want %q", file, got, want)
+			}
+		}
+		res := serve(t, inst, nil, nil)
+		if !strings.HasSuffix(string(res.stdout), "\n\nnofile=4096/4096\n") {
+			t.Errorf("stdout %q, want nofile=4096/4096 (stderr %q)", res.stdout, res.stderr)
+		}
+	})
+
+	t.Run("read-only root as nobody", func(t *testing.T) {
+		fn := testfn(t, "write", "/probe", "/tmp/probe")
+		fn.ReadOnly = true
+		fn.User = &spawner.User{UID: 65534, GID: 65534}
+		inst := create(t, s, fn)
+		spec := loadSpec(t, inst.ID)
+		if !spec.Root.Readonly {
+			t.Error("root is writable")
+		}
+		if u := spec.Process.User; u.UID != 65534 || u.GID != 65534 {
+			t.Errorf("user %d:%d, want 65534:65534", u.UID, u.GID)
+		}
+		var tmp *specs.Mount
+		for i, m := range spec.Mounts {
+			if m.Destination == "/tmp" {
+				tmp = &spec.Mounts[i]
+			}
+		}
+		if tmp == nil || tmp.Type != "tmpfs" || !slices.Contains(tmp.Options, "size=67108864") {
+			t.Errorf("/tmp mount %+v, want a 64 MiB tmpfs", tmp)
+		}
+		// Our init (read-only bind, mode 0555) still starts the program.
+		res := serve(t, inst, nil, nil)
+		out := string(res.stdout)
+		if !strings.Contains(out, "/probe: error: open /probe: read-only file system") ||
+			!strings.Contains(out, "/tmp/probe: ok") || res.status.Code != 0 {
+			t.Errorf("stdout %q exit %d (stderr %q): want / read-only and /tmp writable", out, res.status.Code, res.stderr)
+		}
+		idfn := testfn(t, "id")
+		idfn.ReadOnly, idfn.User = true, &spawner.User{UID: 65534, GID: 65534}
+		res = serve(t, create(t, s, idfn), nil, nil)
+		if want := "uid=65534 gid=65534 groups=[65534]\n"; !strings.HasSuffix(string(res.stdout), want) {
+			t.Errorf("id: stdout %q, want it to end %q (stderr %q)", res.stdout, want, res.stderr)
+		}
+	})
+
+	t.Run("host network", func(t *testing.T) {
+		fn := testfn(t, "env")
+		fn.HostNetwork = true
+		spec := loadSpec(t, create(t, s, fn).ID)
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				t.Errorf("network namespace %+v with host network", ns)
+			}
+		}
+		if spec.Linux.Seccomp == nil || !spec.Process.NoNewPrivileges {
+			t.Error("host network dropped seccomp or no_new_privileges")
+		}
+	})
+}
+
+// cgroupLimits maps the cgroup files of container cgroup cg (relative to
+// the hierarchy roots) to the values TestSpecHardening's "limits" case must
+// leave there: a quarter CPU, 32 MiB without swap, 16 pids.
+func cgroupLimits(cg string) map[string]string {
+	const root = "/sys/fs/cgroup/"
+	if _, err := os.Stat(root + "cgroup.controllers"); err == nil { // v2
+		return map[string]string{
+			root + cg + "/cpu.max":         "25000 100000",
+			root + cg + "/memory.max":      "33554432",
+			root + cg + "/memory.swap.max": "0",
+			root + cg + "/pids.max":        "16",
+		}
+	}
+	return map[string]string{
+		root + "cpu/" + cg + "/cpu.cfs_quota_us":               "25000",
+		root + "cpu/" + cg + "/cpu.cfs_period_us":              "100000",
+		root + "memory/" + cg + "/memory.limit_in_bytes":       "33554432",
+		root + "memory/" + cg + "/memory.memsw.limit_in_bytes": "33554432",
+		root + "pids/" + cg + "/pids.max":                      "16",
+	}
+}
+
+// loadSpec returns the OCI spec containerd stored for container id.
+func loadSpec(t *testing.T, id string) *oci.Spec {
+	t.Helper()
+	ctx := nsCtx(t)
+	c, err := env.client.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatalf("LoadContainer(%s): %v", id, err)
+	}
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		t.Fatalf("Spec(%s): %v", id, err)
+	}
+	return spec
 }
 
 func TestLabels(t *testing.T) {

@@ -15,17 +15,29 @@
 //	spin                 answers "started", then busy-loops forever
 //	output-then-exit N   CGI header and "partial", then exit status N
 //	stderr-flood         1 MiB on stderr, then CGI header and "ok"
+//	alloc N              allocates and touches N MiB, then answers "allocated N MiB"
+//	forkbomb             no output; a shell fork bomb (busybox sh) until killed
+//	id                   "uid=U gid=G groups=[...]" of the program
+//	security             the Uid, Gid, Groups, Cap*, NoNewPrivs and Seccomp lines of /proc/self/status
+//	rlimit               "nofile=SOFT/HARD"
+//	write PATH...        writes a small file at each PATH: "PATH: ok" or "PATH: error: ..."
+//	connect ADDR         dials TCP ADDR (2s timeout): "connected" or "error: ..."
+//	flood N              CGI header, then N bytes of 'x' on stdout
+//	wc                   reads stdin to EOF, then answers "N bytes"
 //
 // Unknown modes or bad arguments print a message on stderr and exit 2.
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -91,6 +103,51 @@ func main() {
 		}
 		header("text/plain")
 		fmt.Print("ok\n")
+	case "alloc":
+		alloc(intArg(mode, args))
+	case "forkbomb":
+		forkbomb()
+	case "id":
+		header("text/plain")
+		groups, _ := os.Getgroups()
+		fmt.Printf("uid=%d gid=%d groups=%v\n", os.Getuid(), os.Getgid(), groups)
+	case "security":
+		security()
+	case "rlimit":
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			fail("getrlimit: " + err.Error())
+		}
+		header("text/plain")
+		fmt.Printf("nofile=%d/%d\n", lim.Cur, lim.Max)
+	case "write":
+		header("text/plain")
+		for _, path := range args {
+			if err := os.WriteFile(path, []byte("written by testfn\n"), 0o644); err != nil {
+				fmt.Printf("%s: error: %v\n", path, err)
+			} else {
+				fmt.Printf("%s: ok\n", path)
+			}
+		}
+	case "connect":
+		addr := stringArg(mode, args, 0)
+		header("text/plain")
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			fmt.Printf("error: %v\n", err)
+			return
+		}
+		c.Close()
+		fmt.Print("connected\n")
+	case "flood":
+		flood(intArg(mode, args))
+	case "wc":
+		n, err := io.Copy(io.Discard, os.Stdin)
+		if err != nil {
+			fail("reading stdin: " + err.Error())
+		}
+		header("text/plain")
+		fmt.Printf("%d bytes\n", n)
 	default:
 		fail("unknown mode " + strconv.Quote(mode))
 	}
@@ -127,6 +184,59 @@ func marker() {
 	}
 	header("text/plain")
 	fmt.Printf("seen-marker=%t\npid=%d\nhostname=%s\n", seen, pid, host)
+}
+
+// alloc allocates n MiB and writes to every page of it, so it is really
+// resident: past the container's memory limit the OOM killer ends it.
+func alloc(n int) {
+	var chunks [][]byte
+	for range n {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		chunks = append(chunks, b)
+	}
+	header("text/plain")
+	fmt.Printf("allocated %d MiB\n", len(chunks))
+}
+
+// forkbomb replaces the program with busybox sh running a fork bomb that
+// never stops trying: only the pids limit holds it, only a kill ends it.
+func forkbomb() {
+	const bomb = `b() { b | b & }; while :; do b; done`
+	err := syscall.Exec("/bin/sh", []string{"sh", "-c", bomb}, os.Environ())
+	fail("exec /bin/sh: " + err.Error())
+}
+
+// security prints the lines of /proc/self/status that show the process's
+// privileges and confinement.
+func security() {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		fail("reading /proc/self/status: " + err.Error())
+	}
+	header("text/plain")
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, key := range []string{"Uid:", "Gid:", "Groups:", "CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:", "NoNewPrivs:", "Seccomp:"} {
+			if strings.HasPrefix(line, key) {
+				fmt.Println(strings.Join(strings.Fields(line), " "))
+			}
+		}
+	}
+}
+
+// flood writes a CGI header and then n bytes of 'x' to stdout.
+func flood(n int) {
+	header("application/octet-stream")
+	buf := bytes.Repeat([]byte("x"), 64<<10)
+	for n > 0 {
+		chunk := buf[:min(n, len(buf))]
+		if _, err := os.Stdout.Write(chunk); err != nil {
+			fail("writing stdout: " + err.Error())
+		}
+		n -= len(chunk)
+	}
 }
 
 // spin burns CPU forever, so only a timeout or a kill ends it.
