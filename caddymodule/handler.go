@@ -399,6 +399,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	// A body known to be too large is refused before anything starts.
 	maxBody := h.maxRequestBody()
 	if maxBody > 0 && r.ContentLength > maxBody {
+		closeAfterReply(w, r)
 		return httpError(fmt.Errorf("route %s: %w: Content-Length %d over max_request_body %d",
 			h.Name, errBodyTooLarge, r.ContentLength, maxBody))
 	}
@@ -463,6 +464,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	br := bufio.NewReaderSize(inst.Stdout(), copyBufferSize)
+	stdoutEOF := false
+	defer func() {
+		if !stdoutEOF {
+			// A response that ends early leaves the program's output
+			// unread, and the shim reports no exit of a killed container
+			// while its stdout waits for a reader: drain it, off the
+			// request, so teardown doesn't stall.
+			go func() { _, _ = io.Copy(io.Discard, br) }()
+		}
+	}()
 
 	var head cgiHead
 	if h.Output == outputRaw {
@@ -481,7 +492,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 	}
 	if err != nil {
-		return h.failBeforeHeader(ctx, r, inst, err, &bodyTooLarge, stderr, stderrDone)
+		err = h.failBeforeHeader(ctx, r, inst, err, &bodyTooLarge, stderr, stderrDone)
+		if errors.Is(err, errBodyTooLarge) {
+			closeAfterReply(w, r)
+		}
+		return err
 	}
 
 	hdr := w.Header()
@@ -523,6 +538,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			panic(http.ErrAbortHandler)
 		}
 		if rerr != nil {
+			stdoutEOF = true
 			break
 		}
 	}
@@ -698,6 +714,17 @@ func (h *Handler) logStderr(inst *spawner.Instance, code uint32, stderr *stderrT
 			zap.Uint32("exit_code", code),
 			zap.Int64("stderr_bytes", total),
 			zap.String("stderr", text))
+	}
+}
+
+// closeAfterReply marks an HTTP/1 connection for closing after a response
+// that leaves the request body unread. Without it, Go's server would first
+// try to read up to 256 KiB of the body to keep the connection, waiting on
+// a client that waits for the response (Caddy wraps the body, which hides
+// its size). HTTP/2 and 3 need nothing: a stream ends on its own.
+func closeAfterReply(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
 	}
 }
 
