@@ -16,7 +16,7 @@
 //	output-then-exit N   CGI header and "partial", then exit status N
 //	stderr-flood         1 MiB on stderr, then CGI header and "ok"
 //	alloc N              allocates and touches N MiB, then answers "allocated N MiB"
-//	forkbomb             no output; a shell fork bomb (busybox sh) until killed
+//	forkbomb             no output; starts a shell fork bomb (busybox sh), then sleeps an hour
 //	id                   "uid=U gid=G groups=[...]" of the program
 //	security             the Uid, Gid, Groups, Cap*, NoNewPrivs and Seccomp lines of /proc/self/status
 //	rlimit               "nofile=SOFT/HARD"
@@ -201,10 +201,12 @@ func alloc(n int) {
 	fmt.Printf("allocated %d MiB\n", len(chunks))
 }
 
-// forkbomb replaces the program with busybox sh running a fork bomb that
-// never stops trying: only the pids limit holds it, only a kill ends it.
+// forkbomb replaces the program with busybox sh, which starts a fork bomb
+// in the background and then becomes "sleep 3600": only the pids limit
+// holds the bomb, and the program itself needs no fork that could fail
+// (a shell exits when it can't fork), so only a kill ends the request.
 func forkbomb() {
-	const bomb = `b() { b | b & }; while :; do b; done`
+	const bomb = `b() { b | b & }; b; exec sleep 3600`
 	err := syscall.Exec("/bin/sh", []string{"sh", "-c", bomb}, os.Environ())
 	fail("exec /bin/sh: " + err.Error())
 }
