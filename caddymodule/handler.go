@@ -50,6 +50,9 @@ const (
 const (
 	// trailerExitCode carries the program's exit code.
 	trailerExitCode = "Spawn-Exit-Code"
+	// trailerError is "oom-killed" when the memory limit killed the
+	// program after the status was sent; absent otherwise.
+	trailerError = "Spawn-Error"
 )
 
 const (
@@ -504,6 +507,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		hdr[k] = v
 	}
 	hdr.Add("Trailer", trailerExitCode)
+	hdr.Add("Trailer", trailerError)
 	w.WriteHeader(head.Status)
 	_ = rc.Flush()
 
@@ -567,6 +571,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	code := inst.ExitCode()
 	hdr.Set(trailerExitCode, strconv.FormatUint(uint64(code), 10))
+	if code != 0 && inst.OOMKilled() {
+		hdr.Set(trailerError, "oom-killed")
+		h.logger.Warn("function killed by its memory limit after the response began",
+			zap.String("route", h.Name), zap.String("container", inst.ID), zap.Int64("memory", h.Memory))
+	}
 	spawnMetrics.exits.WithLabelValues(h.Name, exitCodeLabel(code)).Inc()
 	waitBounded(stderrDone, time.Second)
 	h.logStderr(inst, code, stderr)
@@ -669,6 +678,9 @@ func (h *Handler) failBeforeHeader(ctx context.Context, r *http.Request, inst *s
 		cause = fmt.Errorf("%w: %w", errBadOutput, err)
 	case errors.Is(err, errNoOutput):
 		cause = fmt.Errorf("%w (%s)", errFailedNoOutput, describeExit(inst.ExitCode()))
+		if inst.ExitCode() != 0 && inst.OOMKilled() {
+			cause = fmt.Errorf("%w (%s; out of memory: the memory limit killed it)", errFailedNoOutput, describeExit(inst.ExitCode()))
+		}
 	case errors.Is(err, errResponseTooLarge):
 		cause = err
 	default:

@@ -3,6 +3,7 @@ package spawner
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -202,12 +203,33 @@ func (s *Spawner) ReapOrphans(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("listing containers: %w", err)
 	}
 	n := 0
+	exists := map[string]bool{}
 	for _, ctr := range ctrs {
+		exists[ctr.ID()] = true
 		if s.known(ctr.ID()) {
 			continue
 		}
 		if err := removeContainer(ctx, ctr); err != nil {
 			return n, err
+		}
+		n++
+	}
+	// Snapshots of ours whose container never came to be.
+	sn := s.cfg.Client.SnapshotService(s.cfg.Snapshotter)
+	var orphans []string
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		id, ok := strings.CutSuffix(info.Name, "-rootfs")
+		if ok && !exists[id] && !s.known(id) {
+			orphans = append(orphans, info.Name)
+		}
+		return nil
+	}, fmt.Sprintf("labels.%q==%s", LabelOwner, s.cfg.Owner))
+	if err != nil {
+		return n, fmt.Errorf("listing snapshots: %w", err)
+	}
+	for _, name := range orphans {
+		if err := sn.Remove(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+			return n, fmt.Errorf("removing snapshot %s: %w", name, err)
 		}
 		n++
 	}

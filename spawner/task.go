@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,6 +27,9 @@ import (
 
 // teardownTimeout bounds how long removing one container may take.
 const teardownTimeout = 15 * time.Second
+
+// createTimeout bounds creating and starting one container.
+const createTimeout = time.Minute
 
 // nameRe follows containerd's identifier rules (no leading, trailing or
 // doubled separators), lowercase only.
@@ -85,7 +91,13 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		return nil, ErrClosed
 	}
 	defer s.creating.Done()
-	ctx = s.ctx(ctx)
+	// Creation runs to completion (or its own timeout) even when the
+	// caller gives up: cancelling containerd mid-way can leave a prepared
+	// snapshot without its container. A caller that is gone by then gets
+	// its error and the container is torn down.
+	callerCtx := ctx
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx(ctx)), createTimeout)
+	defer cancel()
 	id := "caddy-spawn-" + fn.Name + "-" + randHex(8)
 	labels := fn.labels(s.cfg.Owner)
 	s.hold(id)
@@ -108,6 +120,8 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		client.WithContainerLabels(labels),
 	)
 	if err != nil {
+		// Best effort: the snapshot may exist without its container.
+		_ = s.cfg.Client.SnapshotService(s.cfg.Snapshotter).Remove(context.WithoutCancel(ctx), id+"-rootfs")
 		if errdefs.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
@@ -166,6 +180,9 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	}()
 	if err := task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting task %s: %w", id, err)
+	}
+	if err := callerCtx.Err(); err != nil {
+		return nil, fmt.Errorf("creating %s: caller gone: %w", id, err)
 	}
 	return inst, nil
 }
@@ -231,6 +248,27 @@ func (i *Instance) thawLocked() error {
 	}
 	i.frozen.Store(false)
 	return nil
+}
+
+// OOMKilled reports whether the kernel's OOM killer killed a process of
+// the container (its memory cgroup's oom_kill counter). Call it before
+// Destroy, which removes the cgroup.
+func (i *Instance) OOMKilled() bool {
+	for _, f := range []string{
+		filepath.Join(cgroupRoot, "memory", i.cgroup, "memory.oom_control"), // v1
+		filepath.Join(cgroupRoot, i.cgroup, "memory.events"),                // v2
+	} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if n, ok := strings.CutPrefix(line, "oom_kill "); ok {
+				return strings.TrimSpace(n) != "0"
+			}
+		}
+	}
+	return false
 }
 
 // Created returns when the container was created.
@@ -359,6 +397,12 @@ func (i *Instance) Destroy(ctx context.Context) {
 		start := time.Now()
 		if i.task != nil {
 			i.Kill(ctx)
+			// The shim reports a killed task's exit only once it has copied
+			// its output, and it keeps a read end of the FIFO itself, so
+			// closing ours would not unblock it: drain what nobody reads.
+			if i.dio != nil {
+				go func() { _, _ = io.Copy(io.Discard, i.dio.Stdout) }()
+			}
 			select {
 			case <-i.exited:
 			case <-ctx.Done():

@@ -157,8 +157,8 @@ func TestMemoryLimit(t *testing.T) {
 	var entry map[string]any
 	eventually(t, 5*time.Second, func() (bool, string) {
 		var ok bool
-		entry, ok = p.logs.errorLogMentioning("route memhog", "function exited without output", "exit code 137: killed by signal 9")
-		return ok, "no error log entry says route memhog was killed by signal 9"
+		entry, ok = p.logs.errorLogMentioning("route memhog", "function exited without output", "exit code 137: killed by signal 9", "out of memory")
+		return ok, "no error log entry says route memhog was killed by signal 9, out of memory"
 	})
 	if entry == nil {
 		return
