@@ -25,7 +25,7 @@ CONTAINERD_STAMP := $(TOOLS)/.containerd-$(CONTAINERD_VERSION)
 RUNC_STAMP       := $(TOOLS)/.runc-$(RUNC_VERSION)
 GO_SOURCES       := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration fuzz bench build images tools deps lint golden clean
+.PHONY: all run test unit integration fuzz bench soak build images tools deps lint golden clean
 
 all: build
 
@@ -55,6 +55,12 @@ integration: tools images build
 ## bench: latency and throughput against host CGI and naive per-request containers
 bench: tools images build
 	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) $(GO) run -tags integration ./bench
+
+## soak: many mixed requests (ok, exit, timeout, disconnect, oversized); fds, goroutines, mounts,
+## shims, containers and snapshots must return to their starting counts. SOAK_REQUESTS=10000
+soak: tools images build
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) \
+		$(GO) test -count=1 -timeout 60m -tags 'integration soak' -run '^TestSoak$$' -v ./integration/e2e/
 
 ## build: the Caddy binary with caddy-spawn linked in
 build: $(CADDY)
