@@ -1,5 +1,5 @@
 // Package snapshots gets images into containerd and ready to run: imported
-// from an archive or found in the namespace, unpacked into the snapshotter
+// from an archive, found in the namespace or pulled from a registry, unpacked into the snapshotter
 // ahead of any request, and pinned to the digest that was resolved at
 // start-up so a moving tag never changes what a running route serves.
 package snapshots
@@ -31,6 +31,14 @@ type Source struct {
 	Archive string
 	// Snapshotter to unpack into; "" is containerd's default.
 	Snapshotter string
+	// Pull says when to pull Ref from its registry. Default: PullMissing.
+	// Nothing is pulled when Archive is set: the archive is the source.
+	Pull PullPolicy
+	// Auth, when set, are the credentials for Ref's registry.
+	Auth *Auth
+	// Registries holds app-wide registry settings: insecure hosts and
+	// credentials for other registries.
+	Registries Registries
 }
 
 // Ready is an image that is present, unpacked and pinned.
@@ -61,12 +69,27 @@ func Ensure(ctx context.Context, c *client.Client, ns string, src Source, logger
 		}
 	}
 
-	img, err := c.GetImage(ctx, src.Ref)
-	if errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("looking up image %s in namespace %s: %w (import it or set image_archive)", src.Ref, ns, ErrImageNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("looking up image %s: %w", src.Ref, err)
+	var img client.Image
+	if src.Archive == "" && src.Pull == PullAlways {
+		img, err = pull(ctx, c, src, logger)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		img, err = c.GetImage(ctx, src.Ref)
+		switch {
+		case errdefs.IsNotFound(err) && src.Archive != "":
+			return nil, fmt.Errorf("looking up image %s in namespace %s after importing %s: %w", src.Ref, ns, src.Archive, ErrImageNotFound)
+		case errdefs.IsNotFound(err) && src.Pull == PullNever:
+			return nil, fmt.Errorf("looking up image %s in namespace %s with pull_policy never: %w (import it, set image_archive or allow pulls)", src.Ref, ns, ErrImageNotFound)
+		case errdefs.IsNotFound(err):
+			img, err = pull(ctx, c, src, logger)
+			if err != nil {
+				return nil, err
+			}
+		case err != nil:
+			return nil, fmt.Errorf("looking up image %s: %w", src.Ref, err)
+		}
 	}
 	// Pin: an Image resolved now keeps its target descriptor, so a tag that
 	// moves later does not change containers made from it.

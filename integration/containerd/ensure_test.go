@@ -65,10 +65,10 @@ func TestEnsure(t *testing.T) {
 		}
 	})
 
-	t.Run("missing ref without archive", func(t *testing.T) {
+	t.Run("missing ref without archive, pull_policy never", func(t *testing.T) {
 		ref := "localhost/caddy-spawn/missing-" + randHex(8) + ":latest"
 		_, err := snapshots.Ensure(ctx, env.client, env.ns, snapshots.Source{
-			Ref: ref, Snapshotter: snapshotter,
+			Ref: ref, Snapshotter: snapshotter, Pull: snapshots.PullNever,
 		}, zaptest.NewLogger(t))
 		if !errors.Is(err, snapshots.ErrImageNotFound) {
 			t.Fatalf("Ensure(%s) err = %v, want ErrImageNotFound", ref, err)

@@ -395,6 +395,7 @@ func TestClientDisconnect(t *testing.T) {
 	// The request's container runs the program: the client goes away now.
 	id := p.waitClaimed(t, 30*time.Second, "/testfn sleep 1h")
 	cancel()
+	gone := time.Now()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("client request: %v, want context.Canceled", err)
 	}
@@ -402,6 +403,8 @@ func TestClientDisconnect(t *testing.T) {
 		return
 	}
 	p.waitGone(t, id)
+	// Reported, not asserted: speed is for benchmarks, not tests.
+	t.Logf("container %s removed %s after the client went away", id, time.Since(gone).Round(time.Millisecond))
 }
 
 // TestNonZeroExit checks that a program failing without output gives 502,
