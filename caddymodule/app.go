@@ -10,9 +10,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,6 +101,19 @@ type App struct {
 	// ready (e.g. while containerd starts) before getting 503. Default: 10s.
 	ImageWait caddy.Duration `json:"image_wait,omitempty"`
 
+	// RegistryConfig is the path of a Docker-style config.json whose
+	// "auths" give credentials for registries (a base64 "auth" of
+	// "user:password", or "username" and "password"; credential helpers
+	// and identity tokens are not supported). It is read at every start and
+	// config load. A route's registry_auth wins for its own registry.
+	// Default: none.
+	RegistryConfig string `json:"registry_config,omitempty"`
+
+	// InsecureRegistries lists registry hosts ("host" or "host:port") that
+	// are reached over plain HTTP instead of HTTPS. Registries on loopback
+	// (localhost, 127.0.0.0/8, ::1) always are. Default: none.
+	InsecureRegistries []string `json:"insecure_registries,omitempty"`
+
 	ctx      caddy.Context
 	logger   *zap.Logger
 	mu       *sync.Mutex
@@ -109,6 +125,8 @@ type App struct {
 	bgDone   chan struct{}
 	initPath string
 	refill   *semaphore.Weighted
+
+	registries snapshots.Registries
 }
 
 // ManagedContainerd configures the containerd that caddy-spawn runs as a
@@ -196,6 +214,11 @@ func (a *App) Validate() error {
 	if a.ImageWait < 0 {
 		return errors.New("image_wait: must not be negative")
 	}
+	for _, h := range a.InsecureRegistries {
+		if err := validRegistryHost(h); err != nil {
+			return fmt.Errorf("insecure_registries: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -210,6 +233,15 @@ func (a *App) Start() (err error) {
 		return fmt.Errorf("installing spawn-init: %w", err)
 	}
 	a.initPath = p
+
+	a.registries = snapshots.Registries{Insecure: a.InsecureRegistries}
+	if a.RegistryConfig != "" {
+		creds, err := snapshots.LoadDockerConfig(a.RegistryConfig)
+		if err != nil {
+			return fmt.Errorf("registry_config: %w", err)
+		}
+		a.registries.Credentials = creds
+	}
 
 	b, key, err := a.acquireBackend()
 	if err != nil {
@@ -316,11 +348,10 @@ func (a *App) prepare(ctx context.Context) error {
 		if r.isReady() {
 			continue
 		}
-		ready, err := snapshots.Ensure(ctx, c, a.Namespace, snapshots.Source{
-			Ref:         r.image,
-			Archive:     r.archive,
-			Snapshotter: a.Snapshotter,
-		}, a.logger)
+		src := r.src
+		src.Snapshotter = a.Snapshotter
+		src.Registries = a.registries
+		ready, err := snapshots.Ensure(ctx, c, a.Namespace, src, a.logger.With(zap.String("route", r.name)))
 		if err != nil {
 			if a.spawner.Healthy(ctx) != nil {
 				return fmt.Errorf("%w: %w", spawner.ErrUnavailable, err)
@@ -457,6 +488,20 @@ func (a *App) acquireBackend() (*backend, string, error) {
 	b := val.(*backend)
 	b.use(a.Namespace, a.Snapshotter)
 	return b, key, nil
+}
+
+// validRegistryHost checks that h is a registry "host" or "host:port",
+// without a scheme or path.
+func validRegistryHost(h string) error {
+	if h == "" || strings.ContainsAny(h, "/ \t") || strings.Contains(h, "://") {
+		return fmt.Errorf("%q must be a registry host or host:port, without scheme or path", h)
+	}
+	if _, port, err := net.SplitHostPort(h); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: bad port", h)
+		}
+	}
+	return nil
 }
 
 // removeStaleFIFODirs removes FIFO directories of previous processes.

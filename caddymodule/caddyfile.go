@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-spawn/caddy-spawn/snapshots"
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
 
@@ -33,6 +34,8 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	spawn <image> {
 //		name          <route-name>
 //		image_archive <path>
+//		pull_policy   missing|always|never
+//		registry_auth <username> <password>
 //		command       <program> [<args...>]
 //		args          <args...>
 //		env           <key> <value>
@@ -81,6 +84,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.ImageArchive); err != nil {
 				return err
 			}
+		case "pull_policy":
+			if err := oneArg(d, &h.PullPolicy); err != nil {
+				return err
+			}
+			if !snapshots.ValidPullPolicy(snapshots.PullPolicy(h.PullPolicy)) || h.PullPolicy == "" {
+				return d.Errf("pull_policy: %q must be %q, %q or %q", h.PullPolicy, snapshots.PullMissing, snapshots.PullAlways, snapshots.PullNever)
+			}
+		case "registry_auth":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			if args[0] == "" {
+				return d.Err("registry_auth: username required")
+			}
+			h.RegistryAuth = &RegistryAuth{Username: args[0], Password: args[1]}
 		case "command":
 			h.Command = d.RemainingArgs()
 			if len(h.Command) == 0 {
@@ -239,6 +258,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unknown subdirective %q", sub)
 		}
 	}
+	if err := h.validateSource(); err != nil {
+		return d.Err(err.Error())
+	}
 	return nil
 }
 
@@ -253,6 +275,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		run_dir     <dir>
 //		image_wait  <duration>
 //		refill_concurrency <n>
+//		registry_config <path-to-config.json>
+//		insecure_registries <host[:port]>...
 //		managed {
 //			binary    <containerd-path>
 //			root      <dir>
@@ -310,6 +334,18 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.Errf("refill_concurrency: %q must be a positive integer", s)
 			}
 			app.RefillConcurrency = n
+		case "registry_config":
+			err = oneArg(d, &app.RegistryConfig)
+		case "insecure_registries":
+			app.InsecureRegistries = d.RemainingArgs()
+			if len(app.InsecureRegistries) == 0 {
+				return nil, d.ArgErr()
+			}
+			for _, h := range app.InsecureRegistries {
+				if verr := validRegistryHost(h); verr != nil {
+					return nil, d.Errf("insecure_registries: %v", verr)
+				}
+			}
 		case "managed":
 			if d.NextArg() {
 				return nil, d.ArgErr()

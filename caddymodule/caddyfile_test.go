@@ -59,6 +59,27 @@ func TestHandlerUnmarshalCaddyfile(t *testing.T) {
 			want: Handler{Image: "localhost/hello:1", ImageArchive: "/srv/images/hello.tar"},
 		},
 		{
+			name: "pull_policy always",
+			input: `spawn reg.example.com/fn:1 {
+				pull_policy always
+			}`,
+			want: Handler{Image: "reg.example.com/fn:1", PullPolicy: "always"},
+		},
+		{
+			name: "pull_policy never",
+			input: `spawn hello {
+				pull_policy never
+			}`,
+			want: Handler{Image: "hello", PullPolicy: "never"},
+		},
+		{
+			name: "registry_auth with a placeholder password",
+			input: `spawn reg.example.com/fn:1 {
+				registry_auth deploy {env.REG_PASS}
+			}`,
+			want: Handler{Image: "reg.example.com/fn:1", RegistryAuth: &RegistryAuth{Username: "deploy", Password: "{env.REG_PASS}"}},
+		},
+		{
 			name: "command with arguments",
 			input: `spawn hello {
 				command /bin/sh -c "echo hi"
@@ -367,6 +388,55 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			}`,
 			wantErr:  `unknown subdirective "image"`,
 			wantLine: 3,
+		},
+		{
+			name: "bad pull_policy",
+			input: `spawn hello {
+				pull_policy sometimes
+			}`,
+			wantErr:  `pull_policy: "sometimes" must be "missing", "always" or "never"`,
+			wantLine: 2,
+		},
+		{
+			name: "pull_policy without value",
+			input: `spawn hello {
+				pull_policy
+			}`,
+			wantErr:  "wrong argument count",
+			wantLine: 2,
+		},
+		{
+			name: "duplicate pull_policy",
+			input: `spawn hello {
+				pull_policy never
+				pull_policy always
+			}`,
+			wantErr:  `duplicate subdirective "pull_policy"`,
+			wantLine: 3,
+		},
+		{
+			name: "registry_auth without password",
+			input: `spawn hello {
+				registry_auth deploy
+			}`,
+			wantErr:  "wrong argument count",
+			wantLine: 2,
+		},
+		{
+			name: "registry_auth with three arguments",
+			input: `spawn hello {
+				registry_auth deploy pass extra
+			}`,
+			wantErr:  "wrong argument count",
+			wantLine: 2,
+		},
+		{
+			name: "registry_auth with an empty username",
+			input: `spawn hello {
+				registry_auth "" pass
+			}`,
+			wantErr:  "registry_auth: username required",
+			wantLine: 2,
 		},
 		{
 			name: "duplicate subdirective",
@@ -782,6 +852,20 @@ func TestParseGlobalOption(t *testing.T) {
 			want: App{Namespace: "my-spawn"},
 		},
 		{
+			name: "registry_config",
+			input: `spawn {
+				registry_config /etc/caddy/registries.json
+			}`,
+			want: App{RegistryConfig: "/etc/caddy/registries.json"},
+		},
+		{
+			name: "insecure_registries",
+			input: `spawn {
+				insecure_registries reg.lan:5000 10.0.0.5
+			}`,
+			want: App{InsecureRegistries: []string{"reg.lan:5000", "10.0.0.5"}},
+		},
+		{
 			name: "snapshotter",
 			input: `spawn {
 				snapshotter native
@@ -908,6 +992,30 @@ func TestParseGlobalOptionErrors(t *testing.T) {
 			}`,
 			wantErr:  `unknown subdirective "socket"`,
 			wantLine: 3,
+		},
+		{
+			name: "registry_config without path",
+			input: `spawn {
+				registry_config
+			}`,
+			wantErr:  "wrong argument count",
+			wantLine: 2,
+		},
+		{
+			name: "insecure_registries without hosts",
+			input: `spawn {
+				insecure_registries
+			}`,
+			wantErr:  "wrong argument count",
+			wantLine: 2,
+		},
+		{
+			name: "insecure_registries with a URL",
+			input: `spawn {
+				insecure_registries http://reg.lan:5000/
+			}`,
+			wantErr:  `insecure_registries: "http://reg.lan:5000/" must be a registry host or host:port, without scheme or path`,
+			wantLine: 2,
 		},
 		{
 			name: "unknown managed subdirective",

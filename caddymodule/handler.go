@@ -26,6 +26,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-spawn/caddy-spawn/snapshots"
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
 
@@ -80,8 +81,25 @@ type Handler struct {
 	Image string `json:"image"`
 
 	// ImageArchive is a docker-archive or OCI-archive tarball holding Image,
-	// imported into containerd when the app starts. Optional.
+	// imported into containerd when the app starts. Optional. With an
+	// archive nothing is pulled.
 	ImageArchive string `json:"image_archive,omitempty"`
+
+	// PullPolicy says when Image is pulled from its registry: "missing"
+	// (when it is not in the namespace yet), "always" (at every start and
+	// config load, never per request: a moved tag is picked up at the next
+	// reload, which also gives the route a fresh pool) or "never" (the image
+	// must be in the namespace or come from ImageArchive). Registries on
+	// loopback and those in the app's insecure_registries are reached over
+	// plain HTTP, all others over HTTPS. Default: "missing".
+	PullPolicy string `json:"pull_policy,omitempty"`
+
+	// RegistryAuth are the credentials for Image's registry (HTTP basic
+	// auth, or the registry's token service). They take precedence over the
+	// app's registry_config for that registry. Both fields may use global
+	// placeholders such as {env.REG_PASS}, resolved at load time; the
+	// password is never logged. Optional.
+	RegistryAuth *RegistryAuth `json:"registry_auth,omitempty"`
 
 	// Name names the route in container IDs, labels, logs and metrics:
 	// lowercase letters, digits and '-', at most 40 characters. Default: the
@@ -192,12 +210,22 @@ type Handler struct {
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
 
 	app      *App
+	auth     *snapshots.Auth
 	key      string
 	route    *route
 	logger   *zap.Logger
 	env      []string
 	user     *spawner.User
 	software string
+}
+
+// RegistryAuth is a username and password for a registry.
+type RegistryAuth struct {
+	// Username to log in with. Required. May be a placeholder.
+	Username string `json:"username"`
+	// Password (or token) to log in with. May be a placeholder such as
+	// {env.REG_PASS}, which keeps it out of the config; it is never logged.
+	Password string `json:"password,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -259,9 +287,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.user = u
 	}
+	if h.RegistryAuth != nil {
+		h.auth = &snapshots.Auth{
+			Username: repl.ReplaceKnown(h.RegistryAuth.Username, ""),
+			Password: repl.ReplaceKnown(h.RegistryAuth.Password, ""),
+		}
+	}
 	h.key = h.routeKey()
 	val, _, err := routes.LoadOrNew(h.key, func() (caddy.Destructor, error) {
-		r := newRoute(h.key, h.Name, h.Image, h.ImageArchive, spawner.Function{
+		src := snapshots.Source{
+			Ref:     h.Image,
+			Archive: h.ImageArchive,
+			Pull:    snapshots.PullPolicy(h.PullPolicy),
+			Auth:    h.auth,
+		}
+		r := newRoute(h.key, h.Name, src, spawner.Function{
 			Name:        h.Name,
 			Key:         h.key,
 			Entrypoint:  h.Command,
@@ -299,10 +339,18 @@ func (h *Handler) Cleanup() error {
 }
 
 // routeKey hashes everything that changes the containers of this route,
-// including the app settings they are made with. Timeouts, output mode and
-// body limits don't: changing them keeps the pool.
+// including the app settings they are made with. Timeouts, output mode,
+// body limits and registry credentials don't: changing them keeps the pool
+// and its pinned image. With pull_policy always the key is new at every
+// load, so a reload pulls again and a moved tag gets a fresh pool (the
+// digest can't be part of the key: Provision does no I/O).
 func (h *Handler) routeKey() string {
+	var reload string
+	if h.PullPolicy == string(snapshots.PullAlways) {
+		reload = spawner.NewOwnerID()
+	}
 	b, _ := json.Marshal(struct {
+		Pull, Reload                     string
 		Image, Archive, Name, WorkDir    string
 		Command, Args, Env               []string
 		Memory, Pids, Nofile             int64
@@ -314,6 +362,7 @@ func (h *Handler) routeKey() string {
 		Address, Namespace, Snap, RT, RB string
 		Managed                          *ManagedContainerd
 	}{
+		h.PullPolicy, reload,
 		h.Image, h.ImageArchive, h.Name, h.WorkDir,
 		h.Command, h.Args, h.env,
 		h.Memory, h.Pids, h.Nofile,
@@ -336,6 +385,9 @@ func (h *Handler) Validate() error {
 	}
 	if _, err := reference.ParseDockerRef(h.Image); err != nil {
 		return fmt.Errorf("image: %q is not a valid image reference: %w", h.Image, err)
+	}
+	if err := h.validateSource(); err != nil {
+		return err
 	}
 	if !spawner.ValidName(h.Name) {
 		return fmt.Errorf("name: %q must be 1-40 lowercase letters and digits, separated by single '-' (set name explicitly)", h.Name)
@@ -388,6 +440,28 @@ func (h *Handler) Validate() error {
 	}
 	if h.ScriptName != "" && !strings.HasPrefix(h.ScriptName, "/") {
 		return fmt.Errorf("script_name: %q must start with '/'", h.ScriptName)
+	}
+	return nil
+}
+
+// validateSource checks where the image comes from: pull_policy,
+// image_archive and registry_auth, and that they don't contradict.
+func (h *Handler) validateSource() error {
+	if !snapshots.ValidPullPolicy(snapshots.PullPolicy(h.PullPolicy)) {
+		return fmt.Errorf("pull_policy: %q must be %q, %q or %q", h.PullPolicy, snapshots.PullMissing, snapshots.PullAlways, snapshots.PullNever)
+	}
+	if h.ImageArchive != "" && h.PullPolicy == string(snapshots.PullAlways) {
+		return errors.New("pull_policy: always contradicts image_archive: with an archive nothing is pulled")
+	}
+	if h.RegistryAuth != nil {
+		switch {
+		case h.RegistryAuth.Username == "":
+			return errors.New("registry_auth: username required")
+		case h.ImageArchive != "":
+			return errors.New("registry_auth: has no use with image_archive: with an archive nothing is pulled")
+		case h.PullPolicy == string(snapshots.PullNever):
+			return errors.New("registry_auth: has no use with pull_policy never")
+		}
 	}
 	return nil
 }

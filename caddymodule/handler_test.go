@@ -160,6 +160,20 @@ func TestContentLengthOverLimit(t *testing.T) {
 	}
 }
 
+// TestRouteKeyPullAlways checks that a route with pull_policy always gets a
+// new key at every load, so that a reload pulls again instead of keeping
+// the route (and the digest it pinned) of the previous config.
+func TestRouteKeyPullAlways(t *testing.T) {
+	h := &Handler{Image: "localhost/fn:1", Name: "fn", Pool: ptr(2), PullPolicy: "always", app: &App{}}
+	if a, b := h.routeKey(), h.routeKey(); a == b {
+		t.Errorf("pull_policy always: two loads share route key %s", a)
+	}
+	h.PullPolicy = "missing"
+	if a, b := h.routeKey(), h.routeKey(); a != b {
+		t.Errorf("pull_policy missing: keys %s and %s differ for the same config", a, b)
+	}
+}
+
 func TestRouteKey(t *testing.T) {
 	base := func() *Handler {
 		return &Handler{Image: "localhost/fn:1", Name: "fn", Pool: ptr(2), Network: networkNone, app: &App{}}
@@ -179,6 +193,9 @@ func TestRouteKey(t *testing.T) {
 		// Enforced by the handler: the containers stay the same.
 		{name: "max_request_body", modify: func(h *Handler) { h.MaxRequestBody = ptr(int64(1)) }},
 		{name: "max_response_bytes", modify: func(h *Handler) { h.MaxResponseBytes = 1 }},
+		{name: "pull_policy never", modify: func(h *Handler) { h.PullPolicy = "never" }, wantChanged: true},
+		// Credentials don't change the containers.
+		{name: "registry_auth", modify: func(h *Handler) { h.RegistryAuth = &RegistryAuth{Username: "u", Password: "p"} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := base()

@@ -26,7 +26,7 @@ type route struct {
 	key      string
 	name     string
 	image    string
-	archive  string
+	src      snapshots.Source // Ref, Archive, Pull and Auth
 	base     spawner.Function // everything but the image
 	poolSize int
 	limit    *semaphore.Weighted // MaxConcurrent; nil when unbounded
@@ -38,9 +38,9 @@ type route struct {
 	pool  *spawner.Pool[*spawner.Instance]
 }
 
-func newRoute(key, name, image, archive string, base spawner.Function, poolSize int) *route {
+func newRoute(key, name string, src snapshots.Source, base spawner.Function, poolSize int) *route {
 	return &route{
-		key: key, name: name, image: image, archive: archive, base: base,
+		key: key, name: name, image: src.Ref, src: src, base: base,
 		poolSize: poolSize, ready: make(chan struct{}),
 	}
 }

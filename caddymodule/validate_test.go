@@ -58,6 +58,54 @@ func TestHandlerValidate(t *testing.T) {
 		{name: "user uid", modify: func(h *Handler) { h.User = "65534" }},
 		{name: "user uid:gid", modify: func(h *Handler) { h.User = "65534:65534" }},
 		{name: "user largest uid", modify: func(h *Handler) { h.User = "4294967294" }},
+		{name: "pull_policy missing", modify: func(h *Handler) { h.PullPolicy = "missing" }},
+		{name: "pull_policy always", modify: func(h *Handler) { h.PullPolicy = "always" }},
+		{name: "pull_policy never", modify: func(h *Handler) { h.PullPolicy = "never" }},
+		{name: "pull_policy never with image_archive", modify: func(h *Handler) {
+			h.PullPolicy = "never"
+			h.ImageArchive = "/srv/fn.tar"
+		}},
+		{name: "registry_auth", modify: func(h *Handler) {
+			h.RegistryAuth = &RegistryAuth{Username: "deploy", Password: "{env.REG_PASS}"}
+		}},
+		{name: "registry_auth with pull_policy always", modify: func(h *Handler) {
+			h.PullPolicy = "always"
+			h.RegistryAuth = &RegistryAuth{Username: "deploy", Password: "x"}
+		}},
+		{
+			name:    "unknown pull_policy",
+			modify:  func(h *Handler) { h.PullPolicy = "Always" },
+			wantErr: `pull_policy: "Always" must be "missing", "always" or "never"`,
+		},
+		{
+			name: "pull_policy always with image_archive",
+			modify: func(h *Handler) {
+				h.PullPolicy = "always"
+				h.ImageArchive = "/srv/fn.tar"
+			},
+			wantErr: "pull_policy: always contradicts image_archive",
+		},
+		{
+			name: "registry_auth with image_archive",
+			modify: func(h *Handler) {
+				h.ImageArchive = "/srv/fn.tar"
+				h.RegistryAuth = &RegistryAuth{Username: "deploy", Password: "x"}
+			},
+			wantErr: "registry_auth: has no use with image_archive",
+		},
+		{
+			name: "registry_auth with pull_policy never",
+			modify: func(h *Handler) {
+				h.PullPolicy = "never"
+				h.RegistryAuth = &RegistryAuth{Username: "deploy", Password: "x"}
+			},
+			wantErr: "registry_auth: has no use with pull_policy never",
+		},
+		{
+			name:    "registry_auth without username",
+			modify:  func(h *Handler) { h.RegistryAuth = &RegistryAuth{Password: "x"} },
+			wantErr: "registry_auth: username required",
+		},
 		{
 			name:    "missing image",
 			modify:  func(h *Handler) { h.Image = "" },
@@ -278,6 +326,24 @@ func TestAppValidate(t *testing.T) {
 		}},
 		{name: "namespace with dots and mixed case", modify: func(a *App) { a.Namespace = "Caddy.spawn_2" }},
 		{name: "zero image_wait", modify: func(a *App) { a.ImageWait = 0 }},
+		{name: "insecure_registries", modify: func(a *App) {
+			a.InsecureRegistries = []string{"reg.lan", "reg.lan:5000", "10.0.0.5:80", "[fd00::1]:5000"}
+		}},
+		{
+			name:    "insecure_registries with a scheme",
+			modify:  func(a *App) { a.InsecureRegistries = []string{"http://reg.lan"} },
+			wantErr: `insecure_registries: "http://reg.lan" must be a registry host or host:port`,
+		},
+		{
+			name:    "insecure_registries with a bad port",
+			modify:  func(a *App) { a.InsecureRegistries = []string{"reg.lan:99999"} },
+			wantErr: `insecure_registries: "reg.lan:99999": bad port`,
+		},
+		{
+			name:    "insecure_registries empty entry",
+			modify:  func(a *App) { a.InsecureRegistries = []string{""} },
+			wantErr: `insecure_registries: "" must be a registry host`,
+		},
 		{
 			name:    "namespace default",
 			modify:  func(a *App) { a.Namespace = "default" },
