@@ -114,6 +114,12 @@ type App struct {
 	// (localhost, 127.0.0.0/8, ::1) always are. Default: none.
 	InsecureRegistries []string `json:"insecure_registries,omitempty"`
 
+	// RegistryHostsDir is a directory in containerd's registry hosts layout
+	// (<dir>/<host>/hosts.toml, <dir>/_default/hosts.toml; the format of
+	// /etc/containerd/certs.d): mirrors, per-registry CA certificates and
+	// capabilities for pulls. Default: none.
+	RegistryHostsDir string `json:"registry_hosts_dir,omitempty"`
+
 	ctx      caddy.Context
 	logger   *zap.Logger
 	mu       *sync.Mutex
@@ -234,7 +240,7 @@ func (a *App) Start() (err error) {
 	}
 	a.initPath = p
 
-	a.registries = snapshots.Registries{Insecure: a.InsecureRegistries}
+	a.registries = snapshots.Registries{Insecure: a.InsecureRegistries, HostsDir: a.RegistryHostsDir}
 	if a.RegistryConfig != "" {
 		creds, err := snapshots.LoadDockerConfig(a.RegistryConfig)
 		if err != nil {

@@ -277,6 +277,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		refill_concurrency <n>
 //		registry_config <path-to-config.json>
 //		insecure_registries <host[:port]>...
+//		registry_hosts_dir <dir>
 //		managed {
 //			binary    <containerd-path>
 //			root      <dir>
@@ -336,6 +337,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			app.RefillConcurrency = n
 		case "registry_config":
 			err = oneArg(d, &app.RegistryConfig)
+		case "registry_hosts_dir":
+			err = oneArg(d, &app.RegistryHostsDir)
 		case "insecure_registries":
 			app.InsecureRegistries = d.RemainingArgs()
 			if len(app.InsecureRegistries) == 0 {

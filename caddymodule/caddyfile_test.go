@@ -859,6 +859,13 @@ func TestParseGlobalOption(t *testing.T) {
 			want: App{RegistryConfig: "/etc/caddy/registries.json"},
 		},
 		{
+			name: "registry_hosts_dir",
+			input: `spawn {
+				registry_hosts_dir /etc/containerd/certs.d
+			}`,
+			want: App{RegistryHostsDir: "/etc/containerd/certs.d"},
+		},
+		{
 			name: "insecure_registries",
 			input: `spawn {
 				insecure_registries reg.lan:5000 10.0.0.5
@@ -997,6 +1004,14 @@ func TestParseGlobalOptionErrors(t *testing.T) {
 			name: "registry_config without path",
 			input: `spawn {
 				registry_config
+			}`,
+			wantErr:  "wrong argument count",
+			wantLine: 2,
+		},
+		{
+			name: "registry_hosts_dir with two arguments",
+			input: `spawn {
+				registry_hosts_dir /a /b
 			}`,
 			wantErr:  "wrong argument count",
 			wantLine: 2,

@@ -67,6 +67,10 @@ type Registries struct {
 	// Credentials returns the username and password for a registry host,
 	// or "" for none; e.g. from LoadDockerConfig. Optional.
 	Credentials func(host string) (string, string, error)
+	// HostsDir is a directory in containerd's hosts layout
+	// (<dir>/<host>/hosts.toml, as /etc/containerd/certs.d): mirrors,
+	// per-host TLS and capabilities. Optional.
+	HostsDir string
 }
 
 // pull fetches src.Ref from its registry into the content store and unpacks
@@ -148,6 +152,9 @@ func newResolver(ctx context.Context, host string, src Source) remotes.Resolver 
 	return docker.NewResolver(docker.ResolverOptions{
 		Hosts: func(h string) ([]docker.RegistryHost, error) {
 			opts := config.HostOptions{Credentials: creds}
+			if src.Registries.HostsDir != "" {
+				opts.HostDir = config.HostDirFromRoot(src.Registries.HostsDir)
+			}
 			if plainHTTP(h, src.Registries.Insecure) {
 				opts.DefaultScheme = "http"
 			}

@@ -233,6 +233,32 @@ func TestPull(t *testing.T) {
 		}
 	})
 
+	t.Run("mirror from a hosts directory", func(t *testing.T) {
+		reg := startRegistry(t, "", "")
+		// The image is pushed to the loopback registry but named after a
+		// registry that does not exist: only the hosts.toml can find it.
+		loopRef, digest := reg.push(t, "mirrored", "latest", "v1")
+		ref := "registry.invalid/caddy-spawn/mirrored:latest"
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, "registry.invalid"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "registry.invalid", "hosts.toml"),
+			"server = \"https://registry.invalid\"\n\n[host.\"http://"+reg.host+"\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
+		ready, err := snapshots.Ensure(ctx, env.client, env.ns, snapshots.Source{
+			Ref: ref, Snapshotter: snapshotter, Registries: snapshots.Registries{HostsDir: dir},
+		}, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatalf("Ensure(%s) through the mirror %s: %v", ref, loopRef, err)
+		}
+		if ready.Digest != digest {
+			t.Errorf("pinned %s, mirror has %s", ready.Digest, digest)
+		}
+		if v := serveVersion(t, s, ready); v != "v1" {
+			t.Errorf("served FN_VERSION %q, want v1", v)
+		}
+	})
+
 	t.Run("not in the registry", func(t *testing.T) {
 		reg := startRegistry(t, "", "")
 		reg.push(t, "present", "latest", "v1")
