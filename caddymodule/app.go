@@ -371,7 +371,30 @@ func (a *App) prepare(ctx context.Context) error {
 			zap.String("digest", ready.Digest),
 			zap.Duration("took", ready.Took))
 	}
+	a.pruneImages(ctx)
 	return nil
+}
+
+// pruneImages removes our images that no route of any live config uses:
+// neither its reference nor the digest it pinned. Routes of a config being
+// replaced still count, so a reload never removes what the old config
+// serves; what it released goes at the next start or reload.
+func (a *App) pruneImages(ctx context.Context) {
+	keep := map[string]bool{}
+	routes.Range(func(_, v any) bool {
+		r := v.(*route)
+		keep[r.image] = true
+		keep[snapshots.NormalizedRef(r.image)] = true
+		r.mu.Lock()
+		if r.fn != nil && r.fn.Image != nil {
+			keep[r.fn.Image.Pin] = true
+		}
+		r.mu.Unlock()
+		return true
+	})
+	if _, err := snapshots.Prune(ctx, a.backend.client, a.Namespace, keep, a.logger); err != nil {
+		a.logger.Warn("removing unused images", zap.Error(err))
+	}
 }
 
 func (a *App) retryPrepare(ctx context.Context) {

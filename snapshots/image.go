@@ -11,9 +11,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/distribution/reference"
 	"go.uber.org/zap"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 )
@@ -46,6 +48,9 @@ type Ready struct {
 	Image client.Image
 	// Digest is the manifest digest the image was pinned to.
 	Digest string
+	// Pin is the name of the image record that keeps Digest's content and
+	// unpacked layers while a route uses them ("<name>@<digest>").
+	Pin string
 	// Took is how long it took to get it ready.
 	Took time.Duration
 }
@@ -77,6 +82,9 @@ func Ensure(ctx context.Context, c *client.Client, ns string, src Source, logger
 		}
 	} else {
 		img, err = c.GetImage(ctx, src.Ref)
+		if full := NormalizedRef(src.Ref); errdefs.IsNotFound(err) && full != src.Ref {
+			img, err = c.GetImage(ctx, full) // pulled under its full name
+		}
 		switch {
 		case errdefs.IsNotFound(err) && src.Archive != "":
 			return nil, fmt.Errorf("looking up image %s in namespace %s after importing %s: %w", src.Ref, ns, src.Archive, ErrImageNotFound)
@@ -98,7 +106,53 @@ func Ensure(ctx context.Context, c *client.Client, ns string, src Source, logger
 	if err := unpack(ctx, img, src.Snapshotter, logger); err != nil {
 		return nil, err
 	}
-	return &Ready{Image: img, Digest: img.Target().Digest.String(), Took: time.Since(start)}, nil
+	digest := img.Target().Digest.String()
+	pin, err := pinImage(ctx, c, src.Ref, img)
+	if err != nil {
+		return nil, err
+	}
+	return &Ready{Image: img, Digest: digest, Pin: pin, Took: time.Since(start)}, nil
+}
+
+// pinImage records img under "<name>@<digest>", labelled as ours, so its
+// content and unpacked layers outlive a tag that moves (a reload with
+// pull_policy always, another route pulling the same reference) for as
+// long as a route uses them; Prune removes the record afterwards.
+func pinImage(ctx context.Context, c *client.Client, ref string, img client.Image) (string, error) {
+	pin, err := PinName(ref, img.Target().Digest.String())
+	if err != nil {
+		return "", err
+	}
+	_, err = c.ImageService().Create(ctx, images.Image{
+		Name:   pin,
+		Target: img.Target(),
+		Labels: map[string]string{LabelManaged: "true", LabelPin: "true"},
+	})
+	if err != nil && !errdefs.IsAlreadyExists(err) {
+		return "", fmt.Errorf("pinning image %s as %s: %w", ref, pin, err)
+	}
+	return pin, nil
+}
+
+// NormalizedRef is ref as containerd names a pulled image: with its
+// registry, repository path and tag, e.g. "busybox" is
+// "docker.io/library/busybox:latest". An unparsable ref is returned as is.
+func NormalizedRef(ref string) string {
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return ref
+	}
+	return named.String()
+}
+
+// PinName is the name of the image record that pins ref to digest:
+// "<name>@<digest>", e.g. "docker.io/library/busybox@sha256:…".
+func PinName(ref, digest string) (string, error) {
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return "", fmt.Errorf("parsing image reference %q: %w", ref, err)
+	}
+	return reference.TrimNamed(named).Name() + "@" + digest, nil
 }
 
 func importArchive(ctx context.Context, c *client.Client, src Source) error {

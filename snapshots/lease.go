@@ -11,6 +11,10 @@ import (
 // the other way round).
 const LabelManaged = "dev.caddy-spawn/managed"
 
+// LabelPin marks the image records that pin a digest ("<name>@<digest>"),
+// as opposed to the records of references and imported archives.
+const LabelPin = "dev.caddy-spawn/pin"
+
 // leaseExpiry bounds how long a lease of a crashed process can pin content.
 const leaseExpiry = 30 * time.Minute
 

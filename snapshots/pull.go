@@ -89,7 +89,7 @@ func pull(ctx context.Context, c *client.Client, src Source, logger *zap.Logger)
 		zap.String("registry", host),
 		zap.Bool("plain_http", plainHTTP(host, src.Registries.Insecure)))
 	start := time.Now()
-	img, err := c.Pull(ctx, src.Ref,
+	img, err := c.Pull(ctx, named.String(),
 		client.WithResolver(newResolver(ctx, host, src)),
 		client.WithPullUnpack,
 		client.WithPullSnapshotter(src.Snapshotter),

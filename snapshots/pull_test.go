@@ -122,3 +122,27 @@ func TestClassifyPullError(t *testing.T) {
 		})
 	}
 }
+
+func TestNormalizedRefAndPinName(t *testing.T) {
+	tests := []struct {
+		ref, wantNorm, wantPin string
+	}{
+		{ref: "busybox", wantNorm: "docker.io/library/busybox:latest", wantPin: "docker.io/library/busybox@sha256:ab"},
+		{ref: "localhost/caddy-spawn/hello:latest", wantNorm: "localhost/caddy-spawn/hello:latest", wantPin: "localhost/caddy-spawn/hello@sha256:ab"},
+		{ref: "127.0.0.1:5000/fn:v1", wantNorm: "127.0.0.1:5000/fn:v1", wantPin: "127.0.0.1:5000/fn@sha256:ab"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.ref, func(t *testing.T) {
+			if got := NormalizedRef(tc.ref); got != tc.wantNorm {
+				t.Errorf("NormalizedRef(%q) = %q, want %q", tc.ref, got, tc.wantNorm)
+			}
+			got, err := PinName(tc.ref, "sha256:ab")
+			if err != nil || got != tc.wantPin {
+				t.Errorf("PinName(%q) = %q, %v; want %q", tc.ref, got, err, tc.wantPin)
+			}
+		})
+	}
+	if _, err := PinName("Not A Ref", "sha256:ab"); err == nil {
+		t.Error("PinName of an invalid reference: no error")
+	}
+}

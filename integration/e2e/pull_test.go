@@ -149,20 +149,37 @@ func TestPullFromRegistry(t *testing.T) {
 	}
 
 	// Reload the same config: pull_policy always pulls again.
-	req, err := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/load", strings.NewReader(caddyfile(sites)))
-	if err != nil {
-		t.Fatal(err)
+	reload := func() {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/load", strings.NewReader(caddyfile(sites)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "text/caddyfile")
+		req.Header.Set("Cache-Control", "must-revalidate")
+		if resp, body := p.do(t, req); resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST /load: status %d: %s", resp.StatusCode, body)
+		}
 	}
-	req.Header.Set("Content-Type", "text/caddyfile")
-	req.Header.Set("Cache-Control", "must-revalidate")
-	if resp, body := p.do(t, req); resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /load: status %d: %s", resp.StatusCode, body)
-	}
+	reload()
 	if v := version("after reload"); v != "v2" {
 		t.Errorf("after reload: FN_VERSION %q, want v2 (the moved tag)", v)
 	}
 	if _, ok := p.logs.find("pulled image", map[string]string{"route": "pulled", "digest": d2}); !ok {
 		t.Errorf("no \"pulled image\" log line with digest %s after the reload", d2)
+	}
+	// The first config is gone: the next load releases the v1 pin, which
+	// nothing uses any more.
+	pin := strings.TrimSuffix(ref, ":latest") + "@" + d1
+	if _, ok := p.logs.find("removed unused image", map[string]string{"image": pin}); ok {
+		t.Errorf("v1 pin %s removed while the first config was still live", pin)
+	}
+	reload()
+	if v := version("after the second reload"); v != "v2" {
+		t.Errorf("after the second reload: FN_VERSION %q, want v2", v)
+	}
+	if _, ok := p.logs.find("removed unused image", map[string]string{"image": pin}); !ok {
+		t.Errorf("no \"removed unused image\" log line for the v1 pin %s after the second reload", pin)
 	}
 	if strings.Contains(p.logs.String(), pass) {
 		t.Error("Caddy's log contains the registry password")
