@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -93,7 +94,7 @@ func (r *testRegistry) push(t *testing.T, repo, tag, version string) (string, st
 		t.Fatalf("setting env: %v", err)
 	}
 	ref := r.host + "/caddy-spawn/" + repo + ":" + tag
-	tagRef, err := name.NewTag(ref)
+	tagRef, err := name.NewTag(ref, name.Insecure) // plain HTTP, loopback or not
 	if err != nil {
 		t.Fatalf("parsing %s: %v", ref, err)
 	}
@@ -109,6 +110,23 @@ func (r *testRegistry) push(t *testing.T, repo, tag, version string) (string, st
 		t.Fatalf("digest: %v", err)
 	}
 	return ref, dg.String()
+}
+
+// nonLoopbackIP returns an IPv4 address of this host that is not loopback;
+// the test fails if there is none.
+func nonLoopbackIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("no non-loopback IPv4 address to serve a registry off loopback on")
+	return ""
 }
 
 func writeFile(t *testing.T, path, data string) {
@@ -256,6 +274,39 @@ func TestPull(t *testing.T) {
 		}
 		if v := serveVersion(t, s, ready); v != "v1" {
 			t.Errorf("served FN_VERSION %q, want v1", v)
+		}
+	})
+
+	t.Run("insecure_registries for a registry off loopback", func(t *testing.T) {
+		ip := nonLoopbackIP(t)
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("listening on %s: %v", ip, err)
+		}
+		srv := httptest.NewUnstartedServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+		srv.Listener.Close()
+		srv.Listener = ln
+		srv.Start()
+		t.Cleanup(srv.Close)
+		reg := &testRegistry{host: ln.Addr().String()}
+		ref, digest := reg.push(t, "insecure", "latest", "v1")
+
+		// Not listed: HTTPS, which a plain-HTTP registry can't answer.
+		_, err = snapshots.Ensure(ctx, env.client, env.ns, snapshots.Source{
+			Ref: ref, Snapshotter: snapshotter,
+		}, zaptest.NewLogger(t))
+		if err == nil {
+			t.Fatalf("Ensure(%s) over HTTPS from a plain-HTTP registry: no error", ref)
+		}
+		t.Logf("not listed as insecure: %v", err)
+		ready, err := snapshots.Ensure(ctx, env.client, env.ns, snapshots.Source{
+			Ref: ref, Snapshotter: snapshotter, Registries: snapshots.Registries{Insecure: []string{reg.host}},
+		}, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatalf("Ensure(%s) listed as insecure: %v", ref, err)
+		}
+		if ready.Digest != digest {
+			t.Errorf("pinned %s, registry has %s", ready.Digest, digest)
 		}
 	})
 
