@@ -6,8 +6,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -195,8 +193,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.Managed.Root = filepath.Join(caddy.AppDataDir(), "spawn", "containerd")
 		}
 		if a.Managed.State == "" {
-			sum := sha256.Sum256([]byte(a.Managed.Root))
-			a.Managed.State = filepath.Join(a.RunDir, "containerd-"+hex.EncodeToString(sum[:4]))
+			a.Managed.State = managedStateDir(a.RunDir, a.Managed.Root)
 		}
 	}
 	return nil
