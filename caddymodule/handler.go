@@ -75,9 +75,10 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); ret
 // as the response. The container is removed after the response.
 type Handler struct {
 	// Image is the OCI image reference to run, e.g.
-	// "localhost/thumbnailer:1.4". Required. The image is made ready (imported
-	// or found, then unpacked) when the spawn app starts, and pinned to the
-	// digest it had then until the next config load.
+	// "localhost/thumbnailer:1.4". Required. The image is made ready (imported,
+	// found in the namespace or pulled, see PullPolicy; then unpacked) when
+	// the spawn app starts, and pinned to the digest it had then until the
+	// next config load.
 	Image string `json:"image"`
 
 	// ImageArchive is a docker-archive or OCI-archive tarball holding Image,
