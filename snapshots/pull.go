@@ -89,14 +89,33 @@ func pull(ctx context.Context, c *client.Client, src Source, logger *zap.Logger)
 		zap.String("registry", host),
 		zap.Bool("plain_http", plainHTTP(host, src.Registries.Insecure)))
 	start := time.Now()
-	img, err := c.Pull(ctx, named.String(),
-		client.WithResolver(newResolver(ctx, host, src)),
-		client.WithPullUnpack,
-		client.WithPullSnapshotter(src.Snapshotter),
-		client.WithPullLabels(map[string]string{LabelManaged: "true"}),
-	)
-	if err != nil {
-		return nil, classifyPullError(src.Ref, host, err)
+	var img client.Image
+	backoff := pullBackoff
+	for attempt := 1; ; attempt++ {
+		img, err = c.Pull(ctx, named.String(),
+			client.WithResolver(newResolver(ctx, host, src)),
+			client.WithPullUnpack,
+			client.WithPullSnapshotter(src.Snapshotter),
+			client.WithPullLabels(map[string]string{LabelManaged: "true"}),
+		)
+		if err == nil {
+			break
+		}
+		err = classifyPullError(src.Ref, host, err)
+		if attempt == pullAttempts || !retryable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		logger.Warn("pull failed; retrying",
+			zap.String("image", src.Ref),
+			zap.Int("attempt", attempt),
+			zap.Duration("backoff", backoff),
+			zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("pulling %s: %w", src.Ref, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff *= 4
 	}
 	fields := []zap.Field{
 		zap.String("image", src.Ref),
@@ -119,6 +138,19 @@ var quietLogger = func() *log.Entry {
 	l.SetOutput(io.Discard)
 	return logrus.NewEntry(l)
 }()
+
+// A pull that fails for another reason than a refusal or a missing image
+// (the registry unreachable or answering 5xx, a reset connection) is
+// retried pullAttempts times in all, pullBackoff apart, then ×4.
+const (
+	pullAttempts = 3
+	pullBackoff  = 250 * time.Millisecond
+)
+
+// retryable reports whether a classified pull error may go away by itself.
+func retryable(err error) bool {
+	return !errors.Is(err, ErrUnauthorized) && !errors.Is(err, ErrImageNotFound)
+}
 
 // classifyPullError names the reference and the registry, and tells a
 // refusal (401/403: ErrUnauthorized) from a missing image

@@ -146,3 +146,23 @@ func TestNormalizedRefAndPinName(t *testing.T) {
 		t.Error("PinName of an invalid reference: no error")
 	}
 }
+
+func TestRetryable(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{name: "refused", err: classifyPullError("r/f:1", "r", remoteerrors.ErrUnexpectedStatus{StatusCode: http.StatusUnauthorized}), want: false},
+		{name: "not found", err: classifyPullError("r/f:1", "r", errdefs.ErrNotFound), want: false},
+		{name: "503", err: classifyPullError("r/f:1", "r", remoteerrors.ErrUnexpectedStatus{StatusCode: http.StatusServiceUnavailable}), want: true},
+		{name: "connection refused", err: classifyPullError("r/f:1", "r", errors.New("dial tcp: connection refused")), want: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := retryable(tc.err); got != tc.want {
+				t.Errorf("retryable(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}

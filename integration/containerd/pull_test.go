@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,7 +23,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -307,6 +310,51 @@ func TestPull(t *testing.T) {
 		}
 		if ready.Digest != digest {
 			t.Errorf("pinned %s, registry has %s", ready.Digest, digest)
+		}
+	})
+
+	t.Run("transient registry failures are retried", func(t *testing.T) {
+		inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+		var failures atomic.Int32
+		failures.Store(2)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodHead && failures.Add(-1) >= 0 {
+				http.Error(w, "try again", http.StatusServiceUnavailable)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		reg := &testRegistry{host: strings.TrimPrefix(srv.URL, "http://")}
+		failures.Store(0)
+		ref, digest := reg.push(t, "flaky", "latest", "v1")
+		failures.Store(2)
+		core, logs := observer.New(zap.InfoLevel)
+		ready, err := snapshots.Ensure(ctx, env.client, env.ns, snapshots.Source{
+			Ref: ref, Snapshotter: snapshotter,
+		}, zap.New(core))
+		if err != nil {
+			t.Fatalf("Ensure(%s) with two 503s first: %v", ref, err)
+		}
+		if ready.Digest != digest {
+			t.Errorf("pinned %s, registry has %s", ready.Digest, digest)
+		}
+		if n := logs.FilterMessage("pull failed; retrying").Len(); n < 1 {
+			t.Errorf("%d \"pull failed; retrying\" log entries, want at least 1", n)
+		}
+
+		// A refusal is not retried.
+		failures.Store(0)
+		authReg := startRegistry(t, "spawn", "s3cret")
+		authRef, _ := authReg.push(t, "flaky-auth", "latest", "v1")
+		core, logs = observer.New(zap.InfoLevel)
+		if _, err := snapshots.Ensure(ctx, env.client, env.ns, snapshots.Source{
+			Ref: authRef, Snapshotter: snapshotter,
+		}, zap.New(core)); !errors.Is(err, snapshots.ErrUnauthorized) {
+			t.Fatalf("Ensure(%s) without credentials: err = %v, want ErrUnauthorized", authRef, err)
+		}
+		if n := logs.FilterMessage("pull failed; retrying").Len(); n != 0 {
+			t.Errorf("a refusal was retried %d times", n)
 		}
 	})
 
