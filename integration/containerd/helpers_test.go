@@ -95,6 +95,14 @@ func create(t *testing.T, s *spawner.Spawner, fn *spawner.Function) *spawner.Ins
 		inst.Destroy(context.Background())
 		assertGone(t, inst.ID)
 	})
+	// Tests freeze some instances: only once the init waits for its frame,
+	// as the pool does — freezing runc's exec of the init can wedge the
+	// cgroup v1 freezer in FREEZING.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := inst.WaitReady(ctx); err != nil {
+		t.Fatalf("init of %s not ready: %v", inst.ID, err)
+	}
 	return inst
 }
 
