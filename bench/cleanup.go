@@ -3,20 +3,17 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/caddy-spawn/caddy-spawn/internal/hostprobe"
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
 
@@ -149,6 +146,7 @@ func (b *bench) removeDirs() error {
 }
 
 // waitNoProcesses waits until no process's command line mentions marker
+// waitNoProcesses waits until no process's command line mentions marker
 // (the managed containerd and its shims name its state directory).
 func waitNoProcesses(marker string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -164,44 +162,14 @@ func waitNoProcesses(marker string, timeout time.Duration) error {
 	}
 }
 
+// processesMentioning lists the processes whose command line mentions marker.
 func processesMentioning(marker string) []string {
-	entries, _ := os.ReadDir("/proc")
 	var out []string
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(b, []byte(marker)) {
-			continue
-		}
-		out = append(out, fmt.Sprintf("%d: %s", pid, bytes.ReplaceAll(bytes.TrimRight(b, "\x00"), []byte{0}, []byte{' '})))
+	for _, p := range hostprobe.Processes(marker) {
+		out = append(out, p.String())
 	}
 	return out
 }
 
 // mountsUnder returns the mount points under any of dirs.
-func mountsUnder(dirs ...string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return []string{"reading mountinfo: " + err.Error()}
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := fields[4]
-		for _, d := range dirs {
-			if d != "" && (mp == d || strings.HasPrefix(mp, d+"/")) {
-				out = append(out, mp)
-			}
-		}
-	}
-	return out
-}
+func mountsUnder(dirs ...string) []string { return hostprobe.MountsUnder(dirs...) }

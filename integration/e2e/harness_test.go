@@ -14,7 +14,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -38,6 +37,8 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/caddy-spawn/caddy-spawn/internal/hostprobe"
 )
 
 const (
@@ -642,36 +643,14 @@ func processAlive(pid int, marker string) bool {
 func processesMentioning(marker string) []string {
 	var out []string
 	for _, pr := range processArgs(marker) {
-		out = append(out, fmt.Sprintf("%d: %s", pr.pid, strings.Join(pr.args, " ")))
+		out = append(out, fmt.Sprintf("%d: %s", pr.PID, strings.Join(pr.Args, " ")))
 	}
 	return out
 }
 
 // mountsUnder returns the mount points in /proc/self/mountinfo under any of
 // dirs.
-func mountsUnder(dirs ...string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return []string{"reading mountinfo: " + err.Error()}
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := fields[4]
-		for _, d := range dirs {
-			if d != "" && (mp == d || strings.HasPrefix(mp, d+"/")) {
-				out = append(out, mp)
-			}
-		}
-	}
-	return out
-}
+func mountsUnder(dirs ...string) []string { return hostprobe.MountsUnder(dirs...) }
 
 // eventually polls cond until it holds or timeout passes; then it fails the
 // test with cond's last message.
@@ -828,8 +807,8 @@ func rescue(logf func(format string, args ...any)) {
 	var pids []int
 	var ids []string
 	for _, pr := range processArgs(stateDir) {
-		pids = append(pids, pr.pid)
-		id := argAfter(pr.args, "-id")
+		pids = append(pids, pr.PID)
+		id := argAfter(pr.Args, "-id")
 		if id == "" {
 			continue
 		}
@@ -876,28 +855,11 @@ func rescue(logf func(format string, args ...any)) {
 	}
 }
 
-type procArgs struct {
-	pid  int
-	args []string
-}
+// procArgs is a process and its arguments.
+type procArgs = hostprobe.Process
 
-// processArgs returns the processes whose command line contains marker.
-func processArgs(marker string) []procArgs {
-	entries, _ := os.ReadDir("/proc")
-	var out []procArgs
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(b, []byte(marker)) {
-			continue
-		}
-		out = append(out, procArgs{pid, strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")})
-	}
-	return out
-}
+// processArgs returns the processes whose command line mentions marker.
+func processArgs(marker string) []procArgs { return hostprobe.Processes(marker) }
 
 func argAfter(args []string, flag string) string {
 	for i, a := range args {
