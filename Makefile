@@ -41,8 +41,8 @@ unit:
 	$(GO) test -count=1 ./...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzReadCGIHead$$' -fuzztime 10s ./caddymodule/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 10s ./internal/initframe/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadCGIHead$$' -fuzztime 100000x ./caddymodule/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 500000x ./internal/initframe/
 
 # Integration and end-to-end tests need root, the pinned containerd and runc,
 # and the test images; each test binary starts its own private containerd.
