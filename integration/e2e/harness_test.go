@@ -42,8 +42,6 @@ import (
 )
 
 const (
-	// adminAddr is Caddy's admin endpoint in every test config.
-	adminAddr = "localhost:12999"
 	// namespace and snapshotter are the spawn app's defaults.
 	namespace   = "caddy-spawn"
 	snapshotter = "overlayfs"
@@ -73,6 +71,10 @@ const (
 
 // Per test binary: one managed containerd root, state and run directory.
 var (
+	// adminAddr is Caddy's admin endpoint in every test config: a free
+	// port picked at start, so two test binaries never talk to each
+	// other's Caddy (Caddy binds it with SO_REUSEPORT).
+	adminAddr string
 	caddyBin  string
 	imagesDir string
 	ctrdRoot  string // <tmp>/ctrd
@@ -90,7 +92,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: run `make integration` as root (it sets SPAWN_CADDY and SPAWN_IMAGES and builds what is missing); these tests are never skipped")
 		os.Exit(1)
 	}
-	var err error
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: finding a free admin port: %v\n", err)
+		os.Exit(1)
+	}
+	adminAddr = fmt.Sprintf("localhost:%d", ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
 	tmpRoot, err = os.MkdirTemp("", "caddy-spawn-e2e-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: FAIL: creating temp dir: %v\n", err)
