@@ -146,3 +146,38 @@ func lineDiff(want, got string) string {
 	}
 	return b.String()
 }
+
+// TestExampleAdaptsToItsJSON keeps examples/Caddyfile.json in step with
+// examples/Caddyfile (rewrite it with -update).
+func TestExampleAdaptsToItsJSON(t *testing.T) {
+	src, err := os.ReadFile("../../examples/Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	result, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatalf("adapting examples/Caddyfile: %v", err)
+	}
+	got, err := indentJSON(result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const jsonPath = "../../examples/Caddyfile.json"
+	if *update {
+		if err := os.WriteFile(jsonPath, []byte(got+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	wantRaw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := indentJSON(wantRaw)
+	if err != nil {
+		t.Fatalf("%s: %v", jsonPath, err)
+	}
+	if got != want {
+		t.Errorf("examples/Caddyfile.json is stale (run make golden)\n%s", lineDiff(want, got))
+	}
+}
