@@ -9,11 +9,17 @@ import (
 
 func TestProcesses(t *testing.T) {
 	marker := "hostprobe-test-marker-" + t.Name()
-	cmd := exec.Command("/bin/sh", "-c", "sleep 30", marker)
+	// The shell waits in its builtin read: no child that could briefly
+	// carry the same command line.
+	cmd := exec.Command("/bin/sh", "-c", "read x", marker)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	defer func() { stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	got := Processes(marker)
 	if len(got) != 1 || got[0].PID != cmd.Process.Pid || !slices.Contains(got[0].Args, marker) {
 		t.Fatalf("Processes(%q) = %v, want the one sh started (pid %d)", marker, got, cmd.Process.Pid)
