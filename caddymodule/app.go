@@ -347,19 +347,36 @@ func (a *App) prepare(ctx context.Context) error {
 	a.mu.Lock()
 	routes := append([]*route(nil), a.routes...)
 	a.mu.Unlock()
+	// Routes often share an image (and its archive): get each source ready
+	// once per pass, not once per route.
+	type sourceKey struct {
+		ref, archive string
+		pull         snapshots.PullPolicy
+		auth         snapshots.Auth
+	}
+	readied := map[sourceKey]*snapshots.Ready{}
 	for _, r := range routes {
 		if r.isReady() {
 			continue
 		}
-		src := r.src
-		src.Snapshotter = a.Snapshotter
-		src.Registries = a.registries
-		ready, err := snapshots.Ensure(ctx, c, a.Namespace, src, a.logger.With(zap.String("route", r.name)))
-		if err != nil {
-			if a.spawner.Healthy(ctx) != nil {
-				return fmt.Errorf("%w: %w", spawner.ErrUnavailable, err)
+		key := sourceKey{ref: r.src.Ref, archive: r.src.Archive, pull: r.src.Pull}
+		if r.src.Auth != nil {
+			key.auth = *r.src.Auth
+		}
+		ready := readied[key]
+		if ready == nil {
+			src := r.src
+			src.Snapshotter = a.Snapshotter
+			src.Registries = a.registries
+			var err error
+			ready, err = snapshots.Ensure(ctx, c, a.Namespace, src, a.logger.With(zap.String("route", r.name)))
+			if err != nil {
+				if a.spawner.Healthy(ctx) != nil {
+					return fmt.Errorf("%w: %w", spawner.ErrUnavailable, err)
+				}
+				return fmt.Errorf("route %s: image %s: %w", r.name, r.image, err)
 			}
-			return fmt.Errorf("route %s: image %s: %w", r.name, r.image, err)
+			readied[key] = ready
 		}
 		r.setReady(ready, a.spawner, a.refill, a.logger)
 		a.logger.Info("image ready",
