@@ -151,18 +151,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "memory":
-			var s string
-			if err := oneArg(d, &s); err != nil {
+			n, err := sizeArg(d, sub, 1<<50)
+			if err != nil {
 				return err
 			}
-			n, err := humanize.ParseBytes(s)
-			if err != nil {
-				return d.Errf("memory: bad size %q: %v", s, err)
-			}
-			if n > 1<<50 {
-				return d.Errf("memory: size %q is too large", s)
-			}
-			h.Memory = int64(n)
+			h.Memory = n
 		case "pids":
 			var s string
 			if err := oneArg(d, &s); err != nil {
@@ -194,13 +187,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Nofile = n
 		case "max_request_body":
-			n, err := sizeArg(d, sub)
+			n, err := sizeArg(d, sub, 1<<62)
 			if err != nil {
 				return err
 			}
 			h.MaxRequestBody = &n
 		case "max_response_bytes":
-			n, err := sizeArg(d, sub)
+			n, err := sizeArg(d, sub, 1<<62)
 			if err != nil {
 				return err
 			}
@@ -394,8 +387,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 }
 
 // sizeArg reads one size argument of subdirective sub: bytes, or humanized
-// ("10MiB", "1.5GB").
-func sizeArg(d *caddyfile.Dispenser, sub string) (int64, error) {
+// ("10MiB", "1.5GB"), at most limit.
+func sizeArg(d *caddyfile.Dispenser, sub string, limit uint64) (int64, error) {
 	var s string
 	if err := oneArg(d, &s); err != nil {
 		return 0, err
@@ -404,7 +397,7 @@ func sizeArg(d *caddyfile.Dispenser, sub string) (int64, error) {
 	if err != nil {
 		return 0, d.Errf("%s: bad size %q: %v", sub, s, err)
 	}
-	if n > 1<<62 {
+	if n > limit {
 		return 0, d.Errf("%s: size %q is too large", sub, s)
 	}
 	return int64(n), nil
