@@ -84,37 +84,8 @@ func (b *bench) verifyNothingLeft() error {
 				_ = os.Remove(dir)
 			}
 		}
-		if err := removeNamespaceCgroups(ns); err != nil {
+		if err := hostprobe.RemoveNamespaceCgroups(ns); err != nil {
 			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// removeNamespaceCgroups checks that no container cgroup is left under a
-// namespace's parent cgroup ("/<namespace>" in every hierarchy), then
-// removes the empty parents.
-func removeNamespaceCgroups(ns string) error {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ns))
-	more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns))
-	var errs []error
-	for _, d := range append(dirs, more...) {
-		entries, err := os.ReadDir(d)
-		if err != nil {
-			continue
-		}
-		var left []string
-		for _, e := range entries {
-			if e.IsDir() {
-				left = append(left, e.Name())
-			}
-		}
-		if len(left) > 0 {
-			errs = append(errs, fmt.Errorf("container cgroups left in %s: %v", d, left))
-			continue
-		}
-		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
-			errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
 		}
 	}
 	return errors.Join(errs...)

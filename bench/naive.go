@@ -23,6 +23,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 
+	"github.com/caddy-spawn/caddy-spawn/internal/hostprobe"
 	"github.com/caddy-spawn/caddy-spawn/snapshots"
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
@@ -207,7 +208,7 @@ func (b *bench) dropNamespace(ns string) error {
 	if err := b.ctrd.NamespaceService().Delete(ctx, ns); err != nil && !errdefs.IsNotFound(err) {
 		errs = append(errs, fmt.Errorf("deleting namespace %s: %w", ns, err))
 	}
-	if err := removeNamespaceCgroups(ns); err != nil {
+	if err := hostprobe.RemoveNamespaceCgroups(ns); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {

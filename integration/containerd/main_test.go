@@ -34,6 +34,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/caddy-spawn/caddy-spawn/internal/hostprobe"
 	spawnsnapshots "github.com/caddy-spawn/caddy-spawn/snapshots"
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 	"github.com/caddy-spawn/caddy-spawn/spawner/initbin"
@@ -223,37 +224,8 @@ func teardownNamespace(ctx context.Context, logger *zap.Logger) error {
 	if err := env.client.NamespaceService().Delete(ctx, env.ns); err != nil {
 		errs = append(errs, fmt.Errorf("deleting namespace %s: %w; still in it: %s", env.ns, err, namespaceContents(ctx)))
 	}
-	if err := removeNamespaceCgroups(); err != nil {
+	if err := hostprobe.RemoveNamespaceCgroups(env.ns); err != nil {
 		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// removeNamespaceCgroups checks that no container cgroup is left under the
-// namespace's parent cgroup ("/<namespace>" in every hierarchy, containerd's
-// default layout), then removes the empty parents.
-func removeNamespaceCgroups() error {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", env.ns))
-	more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", env.ns))
-	var errs []error
-	for _, d := range append(dirs, more...) {
-		entries, err := os.ReadDir(d)
-		if err != nil {
-			continue
-		}
-		var left []string
-		for _, e := range entries {
-			if e.IsDir() {
-				left = append(left, e.Name())
-			}
-		}
-		if len(left) > 0 {
-			errs = append(errs, fmt.Errorf("container cgroups left in %s: %v", d, left))
-			continue
-		}
-		if err := os.Remove(d); err != nil {
-			errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
-		}
 	}
 	return errors.Join(errs...)
 }

@@ -32,21 +32,7 @@ import (
 // not kept.
 func TestPinAndPrune(t *testing.T) {
 	ns := env.ns + "-prune"
-	ctx := namespaces.WithNamespace(t.Context(), ns)
-	if err := spawner.EnsureNamespace(ctx, env.client, ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := namespaces.WithNamespace(context.Background(), ns)
-		is := env.client.ImageService()
-		imgs, _ := is.List(ctx)
-		for _, img := range imgs {
-			_ = is.Delete(ctx, img.Name, images.SynchronousDelete())
-		}
-		if err := env.client.NamespaceService().Delete(ctx, ns); err != nil {
-			t.Errorf("deleting namespace %s: %v", ns, err)
-		}
-	})
+	ctx := scratchNamespace(t, ns)
 	logger := zaptest.NewLogger(t)
 	reg := startRegistry(t, "", "")
 	ensure := func() *snapshots.Ready {
@@ -132,21 +118,7 @@ func TestPinAndPrune(t *testing.T) {
 // them when the other image is pruned and garbage-collected.
 func TestPruneSharedLayers(t *testing.T) {
 	ns := env.ns + "-shared"
-	ctx := namespaces.WithNamespace(t.Context(), ns)
-	if err := spawner.EnsureNamespace(ctx, env.client, ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := namespaces.WithNamespace(context.Background(), ns)
-		is := env.client.ImageService()
-		imgs, _ := is.List(ctx)
-		for _, img := range imgs {
-			_ = is.Delete(ctx, img.Name, images.SynchronousDelete())
-		}
-		if err := env.client.NamespaceService().Delete(ctx, ns); err != nil {
-			t.Errorf("deleting namespace %s: %v", ns, err)
-		}
-	})
+	ctx := scratchNamespace(t, ns)
 	logger := zaptest.NewLogger(t)
 	reg := startRegistry(t, "", "")
 	ref, _ := reg.push(t, "shared", "latest", "v1")
@@ -213,4 +185,27 @@ func collectGarbage(t *testing.T, ctx context.Context) {
 // emptyTarget is a manifest descriptor of nothing in the content store.
 func emptyTarget() ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("gc-trigger"), Size: 1}
+}
+
+// scratchNamespace creates namespace ns for one test, which Prune may empty
+// without touching the suite's images, and deletes it (images first) at the
+// end. It returns a test context in ns.
+func scratchNamespace(t *testing.T, ns string) context.Context {
+	t.Helper()
+	ctx := namespaces.WithNamespace(t.Context(), ns)
+	if err := spawner.EnsureNamespace(ctx, env.client, ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := namespaces.WithNamespace(context.Background(), ns)
+		is := env.client.ImageService()
+		imgs, _ := is.List(ctx)
+		for _, img := range imgs {
+			_ = is.Delete(ctx, img.Name, images.SynchronousDelete())
+		}
+		if err := env.client.NamespaceService().Delete(ctx, ns); err != nil {
+			t.Errorf("deleting namespace %s: %v", ns, err)
+		}
+	})
+	return ctx
 }

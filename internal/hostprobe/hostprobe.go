@@ -6,6 +6,8 @@ package hostprobe
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -66,4 +68,34 @@ func MountsUnder(dirs ...string) []string {
 		}
 	}
 	return out
+}
+
+// RemoveNamespaceCgroups checks that no container cgroup is left under a
+// containerd namespace's parent cgroup ("/<namespace>" in every hierarchy,
+// containerd's default layout), then removes the empty parents, which
+// containerd and runc leave on the host.
+func RemoveNamespaceCgroups(ns string) error {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ns))
+	more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns))
+	var errs []error
+	for _, d := range append(dirs, more...) {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		var left []string
+		for _, e := range entries {
+			if e.IsDir() {
+				left = append(left, e.Name())
+			}
+		}
+		if len(left) > 0 {
+			errs = append(errs, fmt.Errorf("container cgroups left in %s: %v", d, left))
+			continue
+		}
+		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
 }
