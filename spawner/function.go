@@ -52,8 +52,11 @@ type Config struct {
 	// FIFODir holds the stdio FIFOs of our tasks.
 	FIFODir string
 	// Owner labels everything we create (see NewOwnerID).
-	Owner  string
-	Logger *zap.Logger
+	Owner string
+	// FastPath, when set, runs containers on our task server instead of
+	// a shim per container (see StartFastPath).
+	FastPath *FastPath
+	Logger   *zap.Logger
 }
 
 // Function describes one route's containers: the image and everything that

@@ -18,6 +18,7 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
@@ -98,6 +99,12 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	callerCtx := ctx
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx(ctx)), createTimeout)
 	defer cancel()
+	if fp := s.cfg.FastPath; fp != nil && !s.sandboxReady.Load() {
+		if err := fp.EnsureSandbox(ctx, s.cfg.Client); err != nil {
+			return nil, err
+		}
+		s.sandboxReady.Store(true)
+	}
 	id := "caddy-spawn-" + fn.Name + "-" + randHex(8)
 	labels := fn.labels(s.cfg.Owner)
 	s.hold(id)
@@ -107,15 +114,11 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		}
 	}()
 
-	var runtimeOpts any
-	if s.cfg.RuncBinary != "" {
-		runtimeOpts = &options.Options{BinaryName: s.cfg.RuncBinary}
-	}
 	c, err := s.cfg.Client.NewContainer(ctx, id,
 		client.WithImage(fn.Image.Image),
 		client.WithSnapshotter(s.cfg.Snapshotter),
 		client.WithNewSnapshot(id+"-rootfs", fn.Image.Image, snapshots.WithLabels(labels)),
-		client.WithRuntime(s.cfg.Runtime, runtimeOpts),
+		s.withRuntime(),
 		client.WithNewSpec(s.specOpts(fn, fn.Name, cgroupsPath(s.cfg.Namespace, id))...),
 		client.WithContainerLabels(labels),
 	)
@@ -162,7 +165,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		pw.CloseWithError(err)
 	}()
 
-	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil })
+	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil }, s.taskOpts()...)
 	if err != nil {
 		return nil, fmt.Errorf("creating task for %s: %w", id, err)
 	}
@@ -185,6 +188,31 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		return nil, fmt.Errorf("creating %s: caller gone: %w", id, err)
 	}
 	return inst, nil
+}
+
+// withRuntime puts the container on the fast path's task server, through
+// our sandbox record, or on the configured shim.
+func (s *Spawner) withRuntime() client.NewContainerOpts {
+	if fp := s.cfg.FastPath; fp != nil {
+		return func(ctx context.Context, c *client.Client, ctr *containers.Container) error {
+			ctr.Runtime = containers.RuntimeInfo{Name: fp.Runtime()}
+			ctr.SandboxID = SandboxID
+			return nil
+		}
+	}
+	var runtimeOpts any
+	if s.cfg.RuncBinary != "" {
+		runtimeOpts = &options.Options{BinaryName: s.cfg.RuncBinary}
+	}
+	return client.WithRuntime(s.cfg.Runtime, runtimeOpts)
+}
+
+// taskOpts sends the task to the fast path's task server, if any.
+func (s *Spawner) taskOpts() []client.NewTaskOpts {
+	if fp := s.cfg.FastPath; fp != nil {
+		return []client.NewTaskOpts{client.WithTaskAPIEndpoint(fp.Endpoint(), 3)}
+	}
+	return nil
 }
 
 // cgroupsPath is the cgroup of a container: "/<namespace>/<id>", as

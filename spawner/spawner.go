@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -28,6 +29,8 @@ type Spawner struct {
 	creating sync.WaitGroup
 	live     map[*Instance]struct{}
 	ids      map[string]int // IDs of live instances and creations in flight
+
+	sandboxReady atomic.Bool // our sandbox record exists (fast path)
 
 	reapKick    chan struct{}
 	stop        chan struct{}

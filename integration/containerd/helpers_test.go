@@ -45,6 +45,7 @@ func newSpawner(t *testing.T, owner string) *spawner.Spawner {
 		InitBinary:  env.initPath,
 		FIFODir:     env.fifoDir,
 		Owner:       owner,
+		FastPath:    env.fastPath,
 		Logger:      zaptest.NewLogger(t),
 	})
 	if err != nil {

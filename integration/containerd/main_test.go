@@ -61,6 +61,7 @@ var env struct {
 	fifoDir   string
 	imagesDir string
 	testfn    *spawnsnapshots.Ready
+	fastPath  *spawner.FastPath // nil: the stock runc shim
 }
 
 func TestMain(m *testing.M) {
@@ -136,6 +137,18 @@ func run(m *testing.M) (code int) {
 			_ = os.RemoveAll(state)
 			_ = os.Remove(filepath.Dir(state)) // only if no other run uses it
 		}()
+	}
+
+	if os.Getenv("SPAWN_PATH") != "stock" {
+		fp, err := spawner.StartFastPath(ctx, spawner.FastPathConfig{
+			StateDir:   filepath.Join("/run/caddy-spawn-it", "ts-"+randHex(8)),
+			Containerd: addr,
+		}, logger)
+		if err != nil {
+			return fatalf("starting the fast path (SPAWN_PATH=stock runs the stock path): %v", err)
+		}
+		env.fastPath = fp
+		defer fp.Stop(context.Background())
 	}
 
 	env.ns = "caddy-spawn-test-" + randHex(8)

@@ -1,0 +1,281 @@
+package spawner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/sandbox"
+	"github.com/containerd/errdefs"
+
+	"github.com/caddy-spawn/caddy-spawn/spawner/taskserver"
+)
+
+// FastPathConfig configures the fast path of one containerd: our own task
+// server, started as a child process of this one.
+type FastPathConfig struct {
+	// StateDir holds the server's socket, crun's state and its log.
+	// Best on tmpfs; it must be stable across restarts, so that a new
+	// server finds what a killed one left.
+	StateDir string
+	// Crun is the crun binary; empty looks it up in PATH.
+	Crun string
+	// Containerd is containerd's gRPC socket; task events go to its ttrpc
+	// socket next to it.
+	Containerd string
+}
+
+// FastPath is a supervised task server: one long-lived process that serves
+// containerd's task API for every container of this Caddy, so that no shim
+// process is started per container (see package taskserver). Containers
+// reach it through sandbox attach: they name SandboxID, and their tasks are
+// created with Endpoint as their task API address.
+type FastPath struct {
+	cfg     FastPathConfig
+	socket  string
+	logPath string
+	runtime string
+	logger  *zap.Logger
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	stopping bool
+	done     chan struct{}
+}
+
+// SandboxID is the sandbox record, in each namespace we use, that our
+// containers name so that containerd attaches them to the task server.
+const SandboxID = "caddy-spawn-task-server"
+
+// StartFastPath checks that this host can run the fast path, starts the task
+// server and waits until it serves. On error (errors.Is ErrFastPathUnavailable
+// when the host can't run it) nothing is left running.
+func StartFastPath(ctx context.Context, cfg FastPathConfig, logger *zap.Logger) (*FastPath, error) {
+	if cfg.Crun == "" {
+		p, err := exec.LookPath("crun")
+		if err != nil {
+			return nil, fmt.Errorf("%w: crun not found in PATH", ErrFastPathUnavailable)
+		}
+		cfg.Crun = p
+	}
+	if err := taskserver.CheckHost(cfg.Crun); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFastPathUnavailable, err)
+	}
+	// containerd execs the runtime binary once per task when the task's
+	// connection closes ("cleaning up dead shim"); ours did that cleanup
+	// already, so the cheapest program that prints an empty answer will do.
+	rt, err := exec.LookPath("true")
+	if err != nil {
+		return nil, fmt.Errorf("%w: no true(1) in PATH", ErrFastPathUnavailable)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating task server state directory: %w", err)
+	}
+	f := &FastPath{
+		cfg: cfg, socket: filepath.Join(cfg.StateDir, "task.sock"),
+		logPath: filepath.Join(cfg.StateDir, "task-server.log"), runtime: rt,
+		logger: logger, done: make(chan struct{}),
+	}
+	if len(f.socket) > 100 {
+		return nil, fmt.Errorf("task server socket path %q is too long for a unix socket", f.socket)
+	}
+	if err := f.spawn(); err != nil {
+		return nil, err
+	}
+	if err := f.waitReady(ctx); err != nil {
+		f.kill()
+		return nil, err
+	}
+	go f.supervise()
+	logger.Info("fast path: task server started",
+		zap.String("socket", f.socket), zap.String("crun", cfg.Crun), zap.Int("pid", f.Pid()))
+	return f, nil
+}
+
+// Endpoint is the task API address given to every task.
+func (f *FastPath) Endpoint() string { return "ttrpc+unix://" + f.socket }
+
+// Runtime is the runtime name put on our containers.
+func (f *FastPath) Runtime() string { return f.runtime }
+
+// Pid is the task server's current process ID.
+func (f *FastPath) Pid() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cmd.Process.Pid
+}
+
+func (f *FastPath) spawn() error {
+	conf, err := json.Marshal(taskserver.ProcessConfig{
+		Socket: f.socket, StateDir: f.cfg.StateDir, Crun: f.cfg.Crun, Events: f.cfg.Containerd + ".ttrpc",
+	})
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding our own binary: %w", err)
+	}
+	logFile, err := os.OpenFile(f.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening task server log: %w", err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), taskserver.EnvConfig+"="+string(conf))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting task server: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	f.mu.Lock()
+	f.cmd, f.exited = cmd, exited
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *FastPath) waitReady(ctx context.Context) error {
+	f.mu.Lock()
+	exited := f.exited
+	f.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.DialTimeout("unix", f.socket, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("task server exited during start-up; see %s", f.logPath)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("task server did not serve on %s within 30s; see %s", f.socket, f.logPath)
+		}
+	}
+}
+
+// supervise restarts the task server whenever it exits, until Stop. The
+// containers it served fail (containerd reports their tasks exited when
+// the connections drop); the new server removes their remains.
+func (f *FastPath) supervise() {
+	defer close(f.done)
+	backoff := 100 * time.Millisecond
+	for {
+		f.mu.Lock()
+		exited := f.exited
+		f.mu.Unlock()
+		<-exited
+		if f.isStopping() {
+			return
+		}
+		f.logger.Error("task server exited; restarting",
+			zap.Duration("retry_in", backoff), zap.String("log", f.logPath))
+		time.Sleep(backoff)
+		if f.isStopping() {
+			return
+		}
+		if err := f.spawn(); err != nil {
+			f.logger.Error("restarting task server", zap.Error(err))
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		if f.isStopping() { // Stop ran while we spawned
+			f.kill()
+			return
+		}
+		if err := f.waitReady(context.Background()); err != nil {
+			f.logger.Error("restarting task server", zap.Error(err))
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		f.logger.Info("task server restarted", zap.Int("pid", f.Pid()))
+	}
+}
+
+func (f *FastPath) isStopping() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stopping
+}
+
+func (f *FastPath) kill() {
+	f.mu.Lock()
+	f.stopping = true
+	cmd, exited := f.cmd, f.exited
+	f.mu.Unlock()
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+// Stop ends the task server (after the spawn app removed its containers)
+// and its supervision.
+func (f *FastPath) Stop(ctx context.Context) {
+	f.mu.Lock()
+	f.stopping = true
+	cmd, exited := f.cmd, f.exited
+	f.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	<-f.done
+	_ = os.Remove(f.socket)
+	// The state directory outlives a server only when containers are
+	// left in it, for the next server to remove.
+	if entries, err := os.ReadDir(filepath.Join(f.cfg.StateDir, "crun")); err == nil && len(entries) > 0 {
+		f.logger.Warn("fast path: containers left in the task server's state", zap.String("state", f.cfg.StateDir))
+	} else {
+		_ = os.RemoveAll(f.cfg.StateDir)
+	}
+	f.logger.Info("fast path: task server stopped")
+}
+
+// EnsureSandbox creates, in the namespace of ctx, the sandbox record our
+// containers name. It carries no controller: it only tells containerd to
+// reach their tasks at the endpoint given per task.
+func (f *FastPath) EnsureSandbox(ctx context.Context, c *client.Client) error {
+	_, err := c.SandboxStore().Create(ctx, sandbox.Sandbox{
+		ID:      SandboxID,
+		Labels:  map[string]string{LabelManaged: "true"},
+		Runtime: sandbox.RuntimeOpts{Name: f.runtime},
+	})
+	if err != nil && !errdefs.IsAlreadyExists(err) {
+		return fmt.Errorf("creating sandbox record %s: %w", SandboxID, err)
+	}
+	return nil
+}
+
+// RemoveSandbox removes our sandbox record from the namespace of ctx.
+func RemoveSandbox(ctx context.Context, c *client.Client) error {
+	err := c.SandboxStore().Delete(ctx, SandboxID)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package taskserver
+
+import (
+	"os"
+	"os/signal"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// unclaimedTTL bounds how long the exit of a process nobody waits for is
+// kept: orphans of a container's PID namespace are reparented to us too.
+const unclaimedTTL = time.Minute
+
+// reaper waits for every child of this process, including container inits
+// that crun leaves to us (we are a child subreaper), and hands each exit to
+// whoever waits for that PID. A process may exit before anybody asks for
+// it; its exit is kept for a while.
+type reaper struct {
+	mu        sync.Mutex
+	waiters   map[int]chan unix.WaitStatus
+	unclaimed map[int]exitRecord
+}
+
+type exitRecord struct {
+	status unix.WaitStatus
+	at     time.Time
+}
+
+func newReaper() *reaper {
+	return &reaper{waiters: map[int]chan unix.WaitStatus{}, unclaimed: map[int]exitRecord{}}
+}
+
+// run reaps on every SIGCHLD until stop is closed.
+func (r *reaper) run(stop <-chan struct{}) {
+	ch := make(chan os.Signal, 128)
+	signal.Notify(ch, unix.SIGCHLD)
+	defer signal.Stop(ch)
+	tick := time.NewTicker(unclaimedTTL)
+	defer tick.Stop()
+	r.reapAll()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ch:
+			r.reapAll()
+		case <-tick.C:
+			// A missed SIGCHLD costs at most a minute; and old exits
+			// nobody claimed are dropped.
+			r.reapAll()
+			r.expire()
+		}
+	}
+}
+
+func (r *reaper) reapAll() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if pid <= 0 || err != nil {
+			return
+		}
+		r.deliver(pid, ws)
+	}
+}
+
+func (r *reaper) deliver(pid int, ws unix.WaitStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ch, ok := r.waiters[pid]; ok {
+		delete(r.waiters, pid)
+		ch <- ws
+		return
+	}
+	r.unclaimed[pid] = exitRecord{status: ws, at: time.Now()}
+}
+
+func (r *reaper) expire() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for pid, e := range r.unclaimed {
+		if time.Since(e.at) > unclaimedTTL {
+			delete(r.unclaimed, pid)
+		}
+	}
+}
+
+// wait returns a channel that receives pid's exit status once.
+func (r *reaper) wait(pid int) <-chan unix.WaitStatus {
+	ch := make(chan unix.WaitStatus, 1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.unclaimed[pid]; ok {
+		delete(r.unclaimed, pid)
+		ch <- e.status
+		return ch
+	}
+	r.waiters[pid] = ch
+	return ch
+}
+
+// exitCode is the status a shim reports: the exit code, or 128+signal.
+func exitCode(ws unix.WaitStatus) uint32 {
+	if ws.Signaled() {
+		return 128 + uint32(ws.Signal())
+	}
+	return uint32(ws.ExitStatus())
+}

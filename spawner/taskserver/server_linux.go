@@ -1,0 +1,203 @@
+package taskserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/core/mount"
+)
+
+// Config is what a task server needs.
+type Config struct {
+	// Socket is the unix socket the task API is served on.
+	Socket string
+	// StateDir holds crun's state (exec FIFOs, status files). It should be
+	// on tmpfs: nothing in it outlives the server's containers.
+	StateDir string
+	// Crun is the path of the crun binary.
+	Crun string
+	// Events is containerd's ttrpc address ("<socket>.ttrpc"), where task
+	// events are forwarded. Empty: no events.
+	Events string
+	// Logger receives the server's logs.
+	Logger *zap.Logger
+}
+
+// Server serves containerd's task API for many containers at once.
+type Server struct {
+	cfg     Config
+	crun    *crun
+	reaper  *reaper
+	events  *publisher
+	seccomp seccompCache
+	logger  *zap.Logger
+
+	mu    sync.Mutex
+	tasks map[string]*task
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	ttrpc    *ttrpc.Server
+}
+
+// New checks that this host can run the server's containers and prepares
+// it. It makes this process a child subreaper: the inits crun forks are
+// reparented to it, and it reaps them.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if err := CheckHost(cfg.Crun); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("becoming a child subreaper: %w", err)
+	}
+	r := newReaper()
+	s := &Server{
+		cfg:    cfg,
+		crun:   &crun{binary: cfg.Crun, root: filepath.Join(cfg.StateDir, "crun"), reaper: r},
+		reaper: r,
+		logger: cfg.Logger,
+		tasks:  map[string]*task{},
+		stop:   make(chan struct{}),
+	}
+	if cfg.Events != "" {
+		s.events = newPublisher(cfg.Events, cfg.Logger)
+	}
+	go s.reaper.run(s.stop)
+	return s, nil
+}
+
+// Serve serves the task API on cfg.Socket until ctx is done or Close is
+// called. The socket file is replaced if it exists.
+func (s *Server) Serve(ctx context.Context) error {
+	_ = os.Remove(s.cfg.Socket)
+	if err := os.MkdirAll(filepath.Dir(s.cfg.Socket), 0o700); err != nil {
+		return err
+	}
+	l, err := net.Listen("unix", s.cfg.Socket)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.cfg.Socket, err)
+	}
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		l.Close()
+		return err
+	}
+	s.ttrpc = srv
+	taskAPI.RegisterTTRPCTaskService(srv, &service{s: s})
+	if s.events != nil {
+		go s.events.run(s.stop)
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.stop:
+		}
+		s.Close()
+	}()
+	err = srv.Serve(context.Background(), l)
+	if errors.Is(err, ttrpc.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops serving. Containers are left as they are: the spawn app's
+// sweep owns their removal.
+func (s *Server) Close() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		if s.ttrpc != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = s.ttrpc.Shutdown(ctx)
+			_ = s.ttrpc.Close()
+		}
+	})
+}
+
+func (s *Server) get(id string) (*task, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tasks[id]
+	return t, ok
+}
+
+// CheckHost fails, with the reason, when crun cannot run containers here.
+func CheckHost(crunPath string) error {
+	if _, err := os.Stat(crunPath); err != nil {
+		return fmt.Errorf("%w: crun not found: %w", ErrUnsupported, err)
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%w: needs root", ErrUnsupported)
+	}
+	// crun refuses a hybrid host whose unified hierarchy holds a
+	// controller (hugetlb, typically) that has no v1 hierarchy.
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err == nil && st.Type != unix.CGROUP2_SUPER_MAGIC {
+		b, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
+		if err == nil && len(b) > 0 && string(b) != "\n" {
+			return fmt.Errorf("%w: cgroup v1 hybrid host with controllers on the unified hierarchy (%s); crun needs them on v1 or a pure cgroup v2 host",
+				ErrUnsupported, trimNL(b))
+		}
+	}
+	return nil
+}
+
+func trimNL(b []byte) string {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
+
+// SweepLeftovers removes the containers a previous server of the same state
+// directory left behind (it was killed, or Caddy was): each is killed and
+// deleted by crun, and its rootfs unmounted. containerd's records of them
+// are the spawn app's sweep's.
+func (s *Server) SweepLeftovers() {
+	entries, err := os.ReadDir(s.crun.root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		id := e.Name()
+		var st struct {
+			Bundle string `json:"bundle"`
+		}
+		if b, err := os.ReadFile(filepath.Join(s.crun.root, id, "status")); err == nil {
+			_ = json.Unmarshal(b, &st)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		err := s.crun.run(ctx, filepath.Join(s.cfg.StateDir, "sweep.log"), [3]*os.File{}, "delete", "--force", id)
+		cancel()
+		if err != nil {
+			s.logger.Warn("removing leftover container", zap.String("container", id), zap.Error(err))
+			_ = os.RemoveAll(filepath.Join(s.crun.root, id))
+		}
+		if st.Bundle != "" {
+			_ = mount.UnmountAll(filepath.Join(st.Bundle, "rootfs"), unix.MNT_DETACH)
+		}
+		s.logger.Info("removed leftover container", zap.String("container", id))
+	}
+}

@@ -1,0 +1,203 @@
+package taskserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/errdefs"
+)
+
+// cleanupTimeout bounds the removal of one container's runtime state.
+const cleanupTimeout = 10 * time.Second
+
+// task is one container: created by crun, its init a child of this process.
+type task struct {
+	id, ns, bundle        string
+	stdin, stdout, stderr string
+	rootfs                string // mounted by us; "" when containerd gave no mounts
+	pid                   int
+	created               time.Time
+
+	mu      sync.Mutex
+	started bool
+	paused  bool
+	exited  chan struct{}
+	code    uint32
+	exitAt  time.Time
+}
+
+func (t *task) status() tasktypes.Status {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	select {
+	case <-t.exited:
+		return tasktypes.Status_STOPPED
+	default:
+	}
+	switch {
+	case t.paused:
+		return tasktypes.Status_PAUSED
+	case t.started:
+		return tasktypes.Status_RUNNING
+	}
+	return tasktypes.Status_CREATED
+}
+
+func (t *task) exitStatus() (uint32, time.Time, bool) {
+	select {
+	case <-t.exited:
+		return t.code, t.exitAt, true
+	default:
+		return 0, time.Time{}, false
+	}
+}
+
+// create makes the container for r: rootfs mounted, stdio opened, `crun
+// create` run. On error nothing of it is left.
+func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskRequest) (_ *task, retErr error) {
+	if r.Terminal {
+		return nil, fmt.Errorf("terminal: %w", errdefs.ErrNotImplemented)
+	}
+	if r.Checkpoint != "" {
+		return nil, fmt.Errorf("checkpoint: %w", errdefs.ErrNotImplemented)
+	}
+	t := &task{
+		id: r.ID, ns: ns, bundle: r.Bundle, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr,
+		created: time.Now(), exited: make(chan struct{}),
+	}
+	s.mu.Lock()
+	if _, ok := s.tasks[r.ID]; ok {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("task %s: %w", r.ID, errdefs.ErrAlreadyExists)
+	}
+	s.tasks[r.ID] = t
+	s.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			s.mu.Lock()
+			delete(s.tasks, r.ID)
+			s.mu.Unlock()
+			s.cleanup(t)
+		}
+	}()
+
+	if len(r.Rootfs) > 0 {
+		rootfs := filepath.Join(r.Bundle, "rootfs")
+		if err := os.MkdirAll(rootfs, 0o711); err != nil {
+			return nil, err
+		}
+		if err := mount.All(mount.FromProto(r.Rootfs), rootfs); err != nil {
+			return nil, fmt.Errorf("mounting rootfs of %s: %w", r.ID, err)
+		}
+		t.rootfs = rootfs
+	}
+	key, cached, hasSeccomp, err := s.prepareSpec(r.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("preparing spec of %s: %w", r.ID, err)
+	}
+	stdio, err := openStdio(r.Stdin, r.Stdout, r.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("opening stdio of %s: %w", r.ID, err)
+	}
+	pid, err := s.crun.create(ctx, r.ID, r.Bundle, stdio)
+	for _, f := range stdio {
+		if f != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if hasSeccomp && !cached {
+		s.learnSeccomp(key, r.ID)
+	}
+	t.pid = pid
+	go s.watch(t, s.reaper.wait(pid))
+	return t, nil
+}
+
+// watch records the init's exit and reports it.
+func (s *Server) watch(t *task, ch <-chan unix.WaitStatus) {
+	ws := <-ch
+	t.mu.Lock()
+	t.code = exitCode(ws)
+	t.exitAt = time.Now()
+	close(t.exited)
+	t.mu.Unlock()
+	s.publishExit(t)
+}
+
+// cleanup removes crun's state, the cgroup and the rootfs mount of t.
+func (s *Server) cleanup(t *task) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if t.pid != 0 {
+		if _, _, ok := t.exitStatus(); !ok {
+			_ = unix.Kill(t.pid, unix.SIGKILL)
+		}
+	}
+	if err := s.crun.delete(ctx, t.id, t.bundle); err != nil && !isGone(t.id, s.crun.root) {
+		s.logger.Warn("removing container state", zap.String("container", t.id), zap.Error(err))
+	}
+	if t.rootfs != "" {
+		if err := mount.UnmountAll(t.rootfs, unix.MNT_DETACH); err != nil {
+			s.logger.Warn("unmounting rootfs", zap.String("container", t.id), zap.Error(err))
+		}
+	}
+}
+
+func isGone(id, root string) bool {
+	_, err := os.Stat(filepath.Join(root, id))
+	return errors.Is(err, os.ErrNotExist)
+}
+
+// openStdio opens the FIFOs containerd's client made, to be the container's
+// standard streams directly: no copying process sits in between. Each is
+// opened non-blocking (a missing peer is an error, not a hang) and then
+// switched to blocking for the program.
+func openStdio(stdin, stdout, stderr string) ([3]*os.File, error) {
+	var files [3]*os.File
+	paths := [3]string{stdin, stdout, stderr}
+	for i, p := range paths {
+		if p == "" {
+			continue
+		}
+		flag := unix.O_WRONLY
+		if i == 0 {
+			flag = unix.O_RDONLY
+		}
+		fd, err := unix.Open(p, flag|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err == unix.ENXIO && i > 0 {
+			// No reader yet: keep one of our own so the writer never
+			// gets EPIPE for it.
+			fd, err = unix.Open(p, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		}
+		if err == nil {
+			err = unix.SetNonblock(fd, false)
+		}
+		if err != nil {
+			if fd > 0 {
+				unix.Close(fd)
+			}
+			for _, f := range files {
+				if f != nil {
+					f.Close()
+				}
+			}
+			return files, fmt.Errorf("%s: %w", p, err)
+		}
+		files[i] = os.NewFile(uintptr(fd), p)
+	}
+	return files, nil
+}
