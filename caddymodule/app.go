@@ -6,6 +6,8 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -40,6 +42,10 @@ const (
 	defaultNamespace   = "caddy-spawn"
 	defaultSnapshotter = "overlayfs"
 	defaultRunDir      = "/run/caddy-spawn"
+
+	fastPathAuto = "auto"
+	fastPathOn   = "on"
+	fastPathOff  = "off"
 	defaultImageWait   = 10 * time.Second
 )
 
@@ -84,6 +90,21 @@ type App struct {
 	// RuncBinary is the runc executable for the runc shim to use. Default:
 	// "runc" from the PATH of containerd.
 	RuncBinary string `json:"runc_binary,omitempty"`
+
+	// FastPath chooses how containers are run. "auto" runs them on
+	// caddy-spawn's own task server with crun, without a shim process per
+	// container, when this host can (crun installed; a pure cgroup v2 host
+	// or a v1 host with no controller left on the unified hierarchy), and on
+	// containerd's runc shim (Runtime) otherwise, saying why at start-up.
+	// "on" requires the fast path: the app fails to start without it.
+	// "off" always uses the runc shim. It is chosen when the containerd
+	// connection is first made; changing it takes a restart. Default: "auto".
+	// EXPERIMENTAL.
+	FastPath string `json:"fast_path,omitempty"`
+
+	// CrunBinary is the crun executable of the fast path. Default: "crun"
+	// from PATH.
+	CrunBinary string `json:"crun_binary,omitempty"`
 
 	// RunDir holds runtime files: stdio FIFOs and, in managed mode, the
 	// daemon's state and socket. It should be on tmpfs. Default:
@@ -211,6 +232,11 @@ func (a *App) Validate() error {
 	if a.Address != "" && a.Managed != nil {
 		return errors.New("address and managed are mutually exclusive: with an address, caddy-spawn uses that containerd as is")
 	}
+	switch a.FastPath {
+	case "", fastPathAuto, fastPathOn, fastPathOff:
+	default:
+		return fmt.Errorf("fast_path: %q must be auto, on or off", a.FastPath)
+	}
 	if a.RefillConcurrency < 0 {
 		return errors.New("refill_concurrency: must not be negative")
 	}
@@ -251,6 +277,10 @@ func (a *App) Start() (err error) {
 		return err
 	}
 	a.backend, a.bkey = b, key
+	if a.FastPath == fastPathOn && b.fast == nil {
+		a.releaseBackend()
+		return fmt.Errorf("fast_path on: the fast path is not running for this containerd (see the start-up log for why, or restart Caddy after changing fast_path)")
+	}
 	// Caddy does not Stop an app whose Start failed: release here, or a
 	// refused config would keep the containerd backend alive forever.
 	defer func() {
@@ -269,6 +299,7 @@ func (a *App) Start() (err error) {
 		InitBinary:  a.initPath,
 		FIFODir:     fifoDir,
 		Owner:       processOwner,
+		FastPath:    b.fast,
 		Logger:      a.logger,
 	})
 	if err != nil {
@@ -437,6 +468,7 @@ type backend struct {
 	address string
 	client  *client.Client
 	daemon  *spawner.Daemon
+	fast    *spawner.FastPath // nil: containers run on the runc shim
 	logger  *zap.Logger
 
 	mu       sync.Mutex
@@ -483,8 +515,16 @@ func (b *backend) Destruct() error {
 		if _, err := spawner.Sweep(ctx, b.client, ns, sn, "", b.logger); err != nil {
 			b.logger.Warn("sweeping at shutdown", zap.String("namespace", ns), zap.Error(err))
 		}
+		if b.fast != nil {
+			if err := spawner.RemoveSandbox(namespaces.WithNamespace(ctx, ns), b.client); err != nil {
+				b.logger.Warn("removing sandbox record", zap.String("namespace", ns), zap.Error(err))
+			}
+		}
 	}
 	b.mu.Unlock()
+	if b.fast != nil {
+		b.fast.Stop(ctx)
+	}
 	err := b.client.Close()
 	if b.daemon != nil {
 		_ = b.daemon.Stop(ctx)
@@ -523,6 +563,9 @@ func (a *App) acquireBackend() (*backend, string, error) {
 			return nil, fmt.Errorf("connecting to containerd at %s: %w", b.address, err)
 		}
 		b.client = c
+		if a.FastPath != fastPathOff {
+			b.fast = a.startFastPath(b.address)
+		}
 		return b, nil
 	})
 	if err != nil {
@@ -531,6 +574,31 @@ func (a *App) acquireBackend() (*backend, string, error) {
 	b := val.(*backend)
 	b.use(a.Namespace, a.Snapshotter)
 	return b, key, nil
+}
+
+// startFastPath starts the task server for the containerd at address, or
+// says why it can't and returns nil: containers then run on the runc shim.
+func (a *App) startFastPath(address string) *spawner.FastPath {
+	state := filepath.Join(a.RunDir, "task-server-"+shortHash(address))
+	if a.Managed != nil {
+		state = filepath.Join(a.Managed.State, "task-server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fp, err := spawner.StartFastPath(ctx, spawner.FastPathConfig{
+		StateDir: state, Crun: a.CrunBinary, Containerd: address,
+	}, a.logger)
+	if err != nil {
+		a.logger.Warn("fast path not available; containers run on containerd's runc shim",
+			zap.String("runtime", a.Runtime), zap.Error(err))
+		return nil
+	}
+	return fp
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
 }
 
 // validRegistryHost checks that h is a registry "host" or "host:port",

@@ -265,6 +265,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		snapshotter <name>
 //		runtime     <name>
 //		runc_binary <path>
+//		fast_path   auto|on|off
+//		crun_binary <path>
 //		run_dir     <dir>
 //		image_wait  <duration>
 //		refill_concurrency <n>
@@ -306,6 +308,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			err = oneArg(d, &app.Runtime)
 		case "runc_binary":
 			err = oneArg(d, &app.RuncBinary)
+		case "fast_path":
+			err = oneArg(d, &app.FastPath)
+		case "crun_binary":
+			err = oneArg(d, &app.CrunBinary)
 		case "run_dir":
 			err = oneArg(d, &app.RunDir)
 		case "image_wait":

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+	"github.com/moby/sys/mountinfo"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -43,6 +44,9 @@ type Server struct {
 	events  *publisher
 	seccomp seccompCache
 	logger  *zap.Logger
+	// cgroupRoots are the mount points of every cgroup hierarchy, where
+	// crun makes a container's cgroup.
+	cgroupRoots []string
 
 	mu    sync.Mutex
 	tasks map[string]*task
@@ -68,14 +72,19 @@ func New(cfg Config) (*Server, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("becoming a child subreaper: %w", err)
 	}
+	roots, err := cgroupMounts()
+	if err != nil {
+		return nil, err
+	}
 	r := newReaper()
 	s := &Server{
-		cfg:    cfg,
-		crun:   &crun{binary: cfg.Crun, root: filepath.Join(cfg.StateDir, "crun"), reaper: r},
-		reaper: r,
-		logger: cfg.Logger,
-		tasks:  map[string]*task{},
-		stop:   make(chan struct{}),
+		cgroupRoots: roots,
+		cfg:         cfg,
+		crun:        &crun{binary: cfg.Crun, root: filepath.Join(cfg.StateDir, "crun"), reaper: r},
+		reaper:      r,
+		logger:      cfg.Logger,
+		tasks:       map[string]*task{},
+		stop:        make(chan struct{}),
 	}
 	if cfg.Events != "" {
 		s.events = newPublisher(cfg.Events, cfg.Logger)
@@ -200,4 +209,19 @@ func (s *Server) SweepLeftovers() {
 		}
 		s.logger.Info("removed leftover container", zap.String("container", id))
 	}
+}
+
+// cgroupMounts lists the mount points of the cgroup hierarchies (v1 and v2).
+func cgroupMounts() ([]string, error) {
+	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return m.FSType != "cgroup" && m.FSType != "cgroup2", false
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading mounts: %w", err)
+	}
+	roots := make([]string, 0, len(mounts))
+	for _, m := range mounts {
+		roots = append(roots, m.Mountpoint)
+	}
+	return roots, nil
 }

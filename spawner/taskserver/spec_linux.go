@@ -48,7 +48,7 @@ func (c *seccompCache) put(k [32]byte, b64 string) {
 // prepareSpec rewrites the bundle's config.json for crun: the spec version
 // it accepts and, when this seccomp profile was compiled before, the
 // compiled filter. It returns the profile's digest (ok false: no seccomp).
-func (s *Server) prepareSpec(bundle string) (key [32]byte, cached, ok bool, err error) {
+func (s *Server) prepareSpec(t *task, bundle string) (key [32]byte, cached, ok bool, err error) {
 	path := filepath.Join(bundle, "config.json")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -59,6 +59,9 @@ func (s *Server) prepareSpec(bundle string) (key [32]byte, cached, ok bool, err 
 		return key, false, false, fmt.Errorf("decoding spec: %w", err)
 	}
 	spec.Version = crunSpecVersion
+	if spec.Linux != nil {
+		t.cgroup = spec.Linux.CgroupsPath
+	}
 	if spec.Linux != nil && spec.Linux.Seccomp != nil {
 		sb, err := json.Marshal(spec.Linux.Seccomp)
 		if err != nil {

@@ -26,6 +26,7 @@ type task struct {
 	id, ns, bundle        string
 	stdin, stdout, stderr string
 	rootfs                string // mounted by us; "" when containerd gave no mounts
+	cgroup                string // the spec's cgroupsPath
 	pid                   int
 	created               time.Time
 
@@ -102,7 +103,7 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 		}
 		t.rootfs = rootfs
 	}
-	key, cached, hasSeccomp, err := s.prepareSpec(r.Bundle)
+	key, cached, hasSeccomp, err := s.prepareSpec(t, r.Bundle)
 	if err != nil {
 		return nil, fmt.Errorf("preparing spec of %s: %w", r.ID, err)
 	}
@@ -147,7 +148,9 @@ func (s *Server) cleanup(t *task) {
 			_ = unix.Kill(t.pid, unix.SIGKILL)
 		}
 	}
-	if err := s.crun.delete(ctx, t.id, t.bundle); err != nil && !isGone(t.id, s.crun.root) {
+	if s.removeExited(t) {
+		// Done without a crun process.
+	} else if err := s.crun.delete(ctx, t.id, t.bundle); err != nil && !isGone(t.id, s.crun.root) {
 		s.logger.Warn("removing container state", zap.String("container", t.id), zap.Error(err))
 	}
 	if t.rootfs != "" {
@@ -155,6 +158,39 @@ func (s *Server) cleanup(t *task) {
 			s.logger.Warn("unmounting rootfs", zap.String("container", t.id), zap.Error(err))
 		}
 	}
+}
+
+// removeExited does what `crun delete` does for a container whose init has
+// exited (and with it, its PID namespace): remove its cgroup in every
+// hierarchy and crun's state. It reports false, having changed nothing it
+// can't redo, when crun should do it instead.
+func (s *Server) removeExited(t *task) bool {
+	if _, _, ok := t.exitStatus(); !ok || !filepath.IsAbs(t.cgroup) || filepath.Clean(t.cgroup) == "/" {
+		return false
+	}
+	for _, root := range s.cgroupRoots {
+		dir := filepath.Join(root, t.cgroup)
+		var err error
+		for attempt := 0; attempt < 20; attempt++ {
+			if err = unix.Rmdir(dir); err == nil || err == unix.ENOENT {
+				err = nil
+				break
+			}
+			if err != unix.EBUSY {
+				break
+			}
+			// The last processes are still on their way out.
+			time.Sleep(time.Millisecond)
+		}
+		if err != nil {
+			s.logger.Debug("removing cgroup; crun will", zap.String("cgroup", dir), zap.Error(err))
+			return false
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(s.crun.root, t.id)); err != nil {
+		return false
+	}
+	return true
 }
 
 func isGone(id, root string) bool {
