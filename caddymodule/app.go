@@ -43,10 +43,10 @@ const (
 	defaultSnapshotter = "overlayfs"
 	defaultRunDir      = "/run/caddy-spawn"
 
-	fastPathAuto = "auto"
-	fastPathOn   = "on"
-	fastPathOff  = "off"
-	defaultImageWait   = 10 * time.Second
+	fastPathAuto     = "auto"
+	fastPathOn       = "on"
+	fastPathOff      = "off"
+	defaultImageWait = 10 * time.Second
 )
 
 // processOwner labels everything this Caddy process creates in containerd.
