@@ -18,11 +18,11 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 
 	"github.com/caddy-spawn/caddy-spawn/internal/initframe"
+	"github.com/caddy-spawn/caddy-spawn/snapshots"
 )
 
 // teardownTimeout bounds how long removing one container may take.
@@ -113,15 +113,14 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	}
 	c, err := s.cfg.Client.NewContainer(ctx, id,
 		client.WithImage(fn.Image.Image),
-		client.WithSnapshotter(s.cfg.Snapshotter),
-		client.WithNewSnapshot(id+"-rootfs", fn.Image.Image, snapshots.WithLabels(labels)),
+		snapshots.WithWritable(s.cfg.Snapshotter, id, fn.Image.Image, labels),
 		client.WithRuntime(s.cfg.Runtime, runtimeOpts),
 		client.WithNewSpec(s.specOpts(fn, fn.Name, cgroupsPath(s.cfg.Namespace, id))...),
 		client.WithContainerLabels(labels),
 	)
 	if err != nil {
 		// Best effort: the snapshot may exist without its container.
-		_ = s.cfg.Client.SnapshotService(s.cfg.Snapshotter).Remove(context.WithoutCancel(ctx), id+"-rootfs")
+		_ = snapshots.RemoveWritable(context.WithoutCancel(ctx), s.cfg.Client, s.cfg.Namespace, s.cfg.Snapshotter, id)
 		if errdefs.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
