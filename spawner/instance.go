@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -138,14 +135,9 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		}
 	}()
 
-	fifos, err := cio.NewFIFOSetInDir(s.cfg.FIFODir, id, false)
+	dio, err := openFIFOs(context.WithoutCancel(ctx), s.cfg.FIFODir, id)
 	if err != nil {
-		return nil, fmt.Errorf("creating FIFOs for %s: %w", id, err)
-	}
-	dio, err := cio.NewDirectIO(context.WithoutCancel(ctx), fifos)
-	if err != nil {
-		fifos.Close()
-		return nil, fmt.Errorf("opening FIFOs for %s: %w", id, err)
+		return nil, err
 	}
 	inst.dio = dio
 	// Pump stderr from the start: the init's ready record arrives before
@@ -252,23 +244,7 @@ func (i *Instance) thawLocked() error {
 // OOMKilled reports whether the kernel's OOM killer killed a process of
 // the container (its memory cgroup's oom_kill counter). Call it before
 // Destroy, which removes the cgroup.
-func (i *Instance) OOMKilled() bool {
-	for _, f := range []string{
-		filepath.Join(cgroupRoot, "memory", i.cgroup, "memory.oom_control"), // v1
-		filepath.Join(cgroupRoot, i.cgroup, "memory.events"),                // v2
-	} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if n, ok := strings.CutPrefix(line, "oom_kill "); ok {
-				return strings.TrimSpace(n) != "0"
-			}
-		}
-	}
-	return false
-}
+func (i *Instance) OOMKilled() bool { return oomKilled(i.cgroup) }
 
 // Created returns when the container was created.
 func (i *Instance) Created() time.Time { return i.created }
