@@ -4,10 +4,12 @@
 //   - the Spawner (spawner.go) and its configuration and the Function a
 //     route's containers are made from (function.go);
 //   - each container's OCI spec with its limits, hardening and our init in
-//     front of the program (spec.go), created, started and handed to the
-//     caller as an Instance with its stdio (instance.go, stdio.go), frozen
-//     and thawed through the cgroup freezer (freezer_linux.go, cgroup_linux.go),
-//     and torn down;
+//     front of the program (spec.go; the init's binary is embedded by
+//     subpackage initbin, one per architecture); the container created, started and
+//     handed to the caller as an Instance (instance.go) with its stdio FIFOs
+//     (fifo_linux.go) and the init's ready and exit records filtered out of
+//     its stderr (exitfilter.go); frozen and thawed through the cgroup
+//     freezer (freezer_linux.go, cgroup_linux.go); and torn down;
 //   - the pool of started, frozen, single-use containers (pool.go);
 //   - leftover cleanup: the start-up sweep of previous runs' containers,
 //     snapshots and leases, and the janitor of this run's orphans
