@@ -38,7 +38,7 @@ run: tools images build
 test: tools images build unit fuzz integration
 
 unit:
-	$(GO) test -count=1 ./...
+	SPAWN_REQUIRE_QEMU=1 $(GO) test -count=1 ./...
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadCGIHead$$' -fuzztime 100000x ./caddymodule/
@@ -92,11 +92,12 @@ $(RUNC_STAMP):
 	GOBIN=$(BIN) CGO_ENABLED=1 $(GO) install -tags seccomp github.com/opencontainers/runc@$(RUNC_VERSION)
 	@touch $@
 
-# Debian packages: busybox-static (shell image) and libseccomp-dev (runc).
+# Debian packages: busybox-static (shell image), libseccomp-dev (runc) and
+# qemu-user-static (the unit test that runs the linux/arm64 spawn-init).
 deps:
-	@if [ ! -x /bin/busybox ] || ! pkg-config --exists libseccomp 2>/dev/null; then \
-		echo "installing Debian packages: busybox-static libseccomp-dev pkg-config"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static libseccomp-dev pkg-config >/dev/null; \
+	@if [ ! -x /bin/busybox ] || ! pkg-config --exists libseccomp 2>/dev/null || ! command -v qemu-aarch64-static >/dev/null; then \
+		echo "installing Debian packages: busybox-static libseccomp-dev pkg-config qemu-user-static"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static libseccomp-dev pkg-config qemu-user-static >/dev/null; \
 	fi
 
 ## golden: rewrite the Caddyfile adapt goldens from the current adapter (review the diff!)

@@ -1,7 +1,3 @@
-// Package snapshots gets images into containerd and ready to run: imported
-// from an archive, found in the namespace or pulled from a registry, unpacked into the snapshotter
-// ahead of any request, and pinned to the digest that was resolved at
-// start-up so a moving tag never changes what a running route serves.
 package snapshots
 
 import (

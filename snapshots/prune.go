@@ -19,7 +19,7 @@ import (
 func Prune(ctx context.Context, c *client.Client, ns string, keep map[string]bool, logger *zap.Logger) ([]string, error) {
 	ctx = namespaces.WithNamespace(ctx, ns)
 	is := c.ImageService()
-	imgs, err := is.List(ctx, `labels."`+LabelManaged+`"==true`)
+	imgs, err := is.List(ctx, LabelFilter(LabelManaged, "true"))
 	if err != nil {
 		return nil, fmt.Errorf("listing images in %s: %w", ns, err)
 	}

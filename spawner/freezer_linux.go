@@ -18,8 +18,6 @@ import (
 // tears down our containers thaws through the freezer first (Instance.Kill,
 // the reaper).
 
-const cgroupRoot = "/sys/fs/cgroup"
-
 // freezer controls one container's cgroup freezer.
 type freezer struct {
 	path string // the file to write

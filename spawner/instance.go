@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,11 +16,11 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 
 	"github.com/caddy-spawn/caddy-spawn/internal/initframe"
+	"github.com/caddy-spawn/caddy-spawn/snapshots"
 )
 
 // teardownTimeout bounds how long removing one container may take.
@@ -116,15 +113,14 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 
 	c, err := s.cfg.Client.NewContainer(ctx, id,
 		client.WithImage(fn.Image.Image),
-		client.WithSnapshotter(s.cfg.Snapshotter),
-		client.WithNewSnapshot(id+"-rootfs", fn.Image.Image, snapshots.WithLabels(labels)),
+		snapshots.WithWritable(s.cfg.Snapshotter, id, fn.Image.Image, labels),
 		s.withRuntime(),
 		client.WithNewSpec(s.specOpts(fn, fn.Name, cgroupsPath(s.cfg.Namespace, id))...),
 		client.WithContainerLabels(labels),
 	)
 	if err != nil {
 		// Best effort: the snapshot may exist without its container.
-		_ = s.cfg.Client.SnapshotService(s.cfg.Snapshotter).Remove(context.WithoutCancel(ctx), id+"-rootfs")
+		_ = snapshots.RemoveWritable(context.WithoutCancel(ctx), s.cfg.Client, s.cfg.Namespace, s.cfg.Snapshotter, id)
 		if errdefs.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
@@ -142,14 +138,9 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		}
 	}()
 
-	fifos, err := cio.NewFIFOSetInDir(s.cfg.FIFODir, id, false)
+	dio, err := openFIFOs(context.WithoutCancel(ctx), s.cfg.FIFODir, id)
 	if err != nil {
-		return nil, fmt.Errorf("creating FIFOs for %s: %w", id, err)
-	}
-	dio, err := cio.NewDirectIO(context.WithoutCancel(ctx), fifos)
-	if err != nil {
-		fifos.Close()
-		return nil, fmt.Errorf("opening FIFOs for %s: %w", id, err)
+		return nil, err
 	}
 	inst.dio = dio
 	// Pump stderr from the start: the init's ready record arrives before
@@ -281,23 +272,7 @@ func (i *Instance) thawLocked() error {
 // OOMKilled reports whether the kernel's OOM killer killed a process of
 // the container (its memory cgroup's oom_kill counter). Call it before
 // Destroy, which removes the cgroup.
-func (i *Instance) OOMKilled() bool {
-	for _, f := range []string{
-		filepath.Join(cgroupRoot, "memory", i.cgroup, "memory.oom_control"), // v1
-		filepath.Join(cgroupRoot, i.cgroup, "memory.events"),                // v2
-	} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if n, ok := strings.CutPrefix(line, "oom_kill "); ok {
-				return strings.TrimSpace(n) != "0"
-			}
-		}
-	}
-	return false
-}
+func (i *Instance) OOMKilled() bool { return oomKilled(i.cgroup) }
 
 // Created returns when the container was created.
 func (i *Instance) Created() time.Time { return i.created }

@@ -9,22 +9,23 @@ import (
 )
 
 // Label keys put on everything caddy-spawn creates in containerd. They are
-// what the reaper sweeps by, so anything created without them would leak.
+// defined once, in snapshots/labels.go (snapshots labels what it creates
+// too, and cannot import spawner); these are the same constants.
 const (
 	// LabelManaged is "true" on every container, snapshot, lease and image
 	// caddy-spawn created.
 	LabelManaged = snapshots.LabelManaged
 	// LabelOwner is the ID of the process (see NewOwnerID) that created the
 	// object. Objects of other owners are leftovers of a previous run.
-	LabelOwner = "dev.caddy-spawn/owner"
+	LabelOwner = snapshots.LabelOwner
 	// LabelRoute is the route (function) name the container serves.
-	LabelRoute = "dev.caddy-spawn/route"
+	LabelRoute = snapshots.LabelRoute
 	// LabelImage is the pinned manifest digest the container was made from.
-	LabelImage = "dev.caddy-spawn/image"
+	LabelImage = snapshots.LabelImage
 	// LabelPool is the key of the pool the container belongs to.
-	LabelPool = "dev.caddy-spawn/pool"
+	LabelPool = snapshots.LabelPool
 	// LabelCreated is the creation time, RFC 3339 in UTC.
-	LabelCreated = "dev.caddy-spawn/created"
+	LabelCreated = snapshots.LabelCreated
 )
 
 // NewOwnerID returns a random owner ID. A process should make one and use it

@@ -3,15 +3,15 @@ package spawner
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+
+	"github.com/caddy-spawn/caddy-spawn/snapshots"
 )
 
 // SweepResult counts what a sweep removed.
@@ -30,11 +30,7 @@ func Sweep(ctx context.Context, c *client.Client, ns, snapshotter, keepOwner str
 	var res SweepResult
 	start := time.Now()
 
-	stale := func(labels map[string]string) bool {
-		return labels[LabelManaged] == "true" && (keepOwner == "" || labels[LabelOwner] != keepOwner)
-	}
-
-	ctrs, err := c.Containers(ctx, fmt.Sprintf("labels.%q==true", LabelManaged))
+	ctrs, err := c.Containers(ctx, snapshots.LabelFilter(LabelManaged, "true"))
 	if err != nil {
 		return res, fmt.Errorf("listing containers in %s: %w", ns, err)
 	}
@@ -46,7 +42,7 @@ func Sweep(ctx context.Context, c *client.Client, ns, snapshotter, keepOwner str
 			}
 			return res, fmt.Errorf("reading labels of %s: %w", ctr.ID(), err)
 		}
-		if !stale(labels) {
+		if !snapshots.Leftover(labels, keepOwner) {
 			continue
 		}
 		if err := removeContainer(ctx, ctr); err != nil {
@@ -56,32 +52,20 @@ func Sweep(ctx context.Context, c *client.Client, ns, snapshotter, keepOwner str
 		res.Containers++
 	}
 
-	sn := c.SnapshotService(snapshotter)
-	var keys []string
-	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if stale(info.Labels) {
-			keys = append(keys, info.Name)
-		}
-		return nil
-	}, fmt.Sprintf("labels.%q==true", LabelManaged))
+	// Writable snapshots of stale owners whose container never came to be
+	// (the others went with their containers).
+	res.Snapshots, err = snapshots.SweepWritable(ctx, c, ns, snapshotter, keepOwner, logger)
 	if err != nil {
-		return res, fmt.Errorf("listing snapshots in %s: %w", ns, err)
-	}
-	for _, k := range keys {
-		if err := sn.Remove(ctx, k); err != nil && !errdefs.IsNotFound(err) {
-			logger.Warn("removing leftover snapshot", zap.String("snapshot", k), zap.Error(err))
-			continue
-		}
-		res.Snapshots++
+		return res, err
 	}
 
 	ls := c.LeasesService()
-	lss, err := ls.List(ctx, fmt.Sprintf("labels.%q==true", LabelManaged))
+	lss, err := ls.List(ctx, snapshots.LabelFilter(LabelManaged, "true"))
 	if err != nil {
 		return res, fmt.Errorf("listing leases in %s: %w", ns, err)
 	}
 	for _, l := range lss {
-		if !stale(l.Labels) {
+		if !snapshots.Leftover(l.Labels, keepOwner) {
 			continue
 		}
 		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
@@ -198,7 +182,7 @@ func (s *Spawner) kickReap() {
 func (s *Spawner) ReapOrphans(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(s.ctx(ctx), time.Minute)
 	defer cancel()
-	ctrs, err := s.cfg.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s", LabelOwner, s.cfg.Owner))
+	ctrs, err := s.cfg.Client.Containers(ctx, snapshots.LabelFilter(LabelOwner, s.cfg.Owner))
 	if err != nil {
 		return 0, fmt.Errorf("listing containers: %w", err)
 	}
@@ -214,24 +198,8 @@ func (s *Spawner) ReapOrphans(ctx context.Context) (int, error) {
 		}
 		n++
 	}
-	// Snapshots of ours whose container never came to be.
-	sn := s.cfg.Client.SnapshotService(s.cfg.Snapshotter)
-	var orphans []string
-	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		id, ok := strings.CutSuffix(info.Name, "-rootfs")
-		if ok && !exists[id] && !s.known(id) {
-			orphans = append(orphans, info.Name)
-		}
-		return nil
-	}, fmt.Sprintf("labels.%q==%s", LabelOwner, s.cfg.Owner))
-	if err != nil {
-		return n, fmt.Errorf("listing snapshots: %w", err)
-	}
-	for _, name := range orphans {
-		if err := sn.Remove(ctx, name); err != nil && !errdefs.IsNotFound(err) {
-			return n, fmt.Errorf("removing snapshot %s: %w", name, err)
-		}
-		n++
-	}
-	return n, nil
+	// Writable snapshots of ours whose container never came to be.
+	removed, err := snapshots.RemoveOrphanWritable(ctx, s.cfg.Client, s.cfg.Namespace, s.cfg.Snapshotter, s.cfg.Owner,
+		func(id string) bool { return exists[id] || s.known(id) })
+	return n + removed, err
 }

@@ -1,7 +1,3 @@
-// Package spawner runs single-use containers on containerd: it builds their
-// OCI spec, creates and starts them under our init, hands their stdio to the
-// caller, tears them down, and sweeps what a previous run left behind. It
-// does not import Caddy.
 package spawner
 
 import (
@@ -125,6 +121,9 @@ func (s *Spawner) Live() int {
 
 // New returns a Spawner. It does no I/O besides creating FIFODir.
 func New(cfg Config) (*Spawner, error) {
+	if err := requireLinux(); err != nil {
+		return nil, fmt.Errorf("spawner: %w", err)
+	}
 	if cfg.Client == nil {
 		return nil, errors.New("spawner: no containerd client")
 	}

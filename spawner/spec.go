@@ -5,7 +5,6 @@ import (
 	"math"
 	"os"
 	"strconv"
-	"sync"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
@@ -138,18 +137,6 @@ func withHostNetwork() oci.SpecOpts {
 		return nil
 	}
 }
-
-// swapLimitSupported reports whether runc can limit swap here: always on
-// cgroup v2 (runc ignores the limit when the kernel has no swap), on v1
-// only with swap accounting, where runc otherwise fails to create the
-// container.
-var swapLimitSupported = sync.OnceValue(func() bool {
-	if _, err := os.Stat(cgroupRoot + "/cgroup.controllers"); err == nil {
-		return true
-	}
-	_, err := os.Stat(cgroupRoot + "/memory/memory.memsw.limit_in_bytes")
-	return err == nil
-})
 
 // withInit puts our init in front of the program: it waits for the request's
 // environment on stdin, then execs the program.

@@ -33,7 +33,7 @@ var archEnv = map[string]string{
 
 func main() {
 	out := flag.String("out", ".", "output `directory`")
-	arches := flag.String("arch", "amd64", "comma-separated GOARCH `list`")
+	arches := flag.String("arch", "amd64,arm64", "comma-separated GOARCH `list`")
 	flag.Parse()
 	if err := run(*out, strings.Split(*arches, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)

@@ -5,15 +5,19 @@
 // The binary is built by `go generate ./spawner/initbin` and committed,
 // because people who build Caddy with xcaddy compile this module as a
 // dependency and run none of our build steps. The build is reproducible
-// (static, -trimpath, no build ID or VCS stamp, pinned GOAMD64) and the
-// toolchain is recorded in spawn-init.goversion; initbin_test.go rebuilds it
-// with that toolchain and fails if the committed bytes are stale. This is
-// the approach cilium/ebpf's bpf2go takes with its generated objects.
+// (static, -trimpath, no build ID or VCS stamp, pinned GOAMD64/GOARM64)
+// and the toolchain is recorded in spawn-init.goversion; initbin_test.go
+// rebuilds every architecture with that toolchain and fails if the
+// committed bytes are stale. This is the approach cilium/ebpf's bpf2go
+// takes with its generated objects.
 //
 // Containers run the host's architecture, so the binary embedded is the one
-// for the GOARCH Caddy is built for. Only amd64 is generated today; for
-// another architecture add it to the go:generate line and add an
-// initbin_<arch>.go holding its go:embed.
+// for the GOOS/GOARCH Caddy is built for: spawn-init-amd64 on linux/amd64,
+// spawn-init-arm64 on linux/arm64, each selected by the name of the file
+// holding its go:embed (initbin_linux_<arch>.go). Elsewhere nothing is
+// embedded (initbin_other.go) and Install returns ErrUnsupportedArch. To add
+// an architecture, add it to the go:generate line and to gen.go's archEnv,
+// and add an initbin_linux_<arch>.go.
 package initbin
 
 import (
@@ -27,13 +31,14 @@ import (
 	"sync"
 )
 
-//go:generate go run gen.go -out . -arch amd64
+//go:generate go run gen.go -out . -arch amd64,arm64
 
 // ErrUnsupportedArch is returned by Install when no spawn-init is embedded
-// for the architecture this program was built for.
-var ErrUnsupportedArch = errors.New("no spawn-init embedded for GOARCH=" + runtime.GOARCH)
+// for the system and architecture this program was built for.
+var ErrUnsupportedArch = errors.New("no spawn-init embedded for " + runtime.GOOS + "/" + runtime.GOARCH +
+	": spawning containers needs linux/amd64 or linux/arm64")
 
-// Binary returns a copy of the embedded spawn-init for this GOARCH (a static
+// Binary returns a copy of the embedded spawn-init for this GOOS/GOARCH (a static
 // Linux ELF executable), or nil if there is none.
 func Binary() []byte {
 	if embedded == "" {

@@ -14,63 +14,113 @@ import (
 	"testing"
 )
 
-// The committed files are checked on every GOARCH, including the ones that
-// embed nothing.
-const amd64File = "spawn-init-amd64"
+// committed are the generated binaries, one per architecture, with the
+// ELF machine each must be built for. They are checked on every GOOS and
+// GOARCH, including the ones that embed nothing.
+var committed = []struct {
+	arch    string
+	file    string
+	machine elf.Machine
+}{
+	{arch: "amd64", file: "spawn-init-amd64", machine: elf.EM_X86_64},
+	{arch: "arm64", file: "spawn-init-arm64", machine: elf.EM_AARCH64},
+}
 
-func TestBinaryIsStaticAMD64ELF(t *testing.T) {
-	b, err := os.ReadFile(amd64File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := elf.NewFile(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("%s is not an ELF file: %v", amd64File, err)
-	}
-	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
-		t.Errorf("%s: class %v, machine %v, type %v; want ELFCLASS64, EM_X86_64, ET_EXEC", amd64File, f.Class, f.Machine, f.Type)
-	}
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
-			t.Errorf("%s has a %v program header; want a static binary", amd64File, p.Type)
-		}
-	}
-	if runtime.GOARCH == "amd64" {
-		if !bytes.Equal(Binary(), b) {
-			t.Error("Binary() differs from " + amd64File)
-		}
-		sum := sha256.Sum256(b)
-		if got, want := Digest(), hex.EncodeToString(sum[:]); got != want {
-			t.Errorf("Digest() = %s, want %s", got, want)
-		}
+func TestBinaryIsStaticELF(t *testing.T) {
+	for _, tc := range committed {
+		t.Run(tc.arch, func(t *testing.T) {
+			b, err := os.ReadFile(tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := elf.NewFile(bytes.NewReader(b))
+			if err != nil {
+				t.Fatalf("%s is not an ELF file: %v", tc.file, err)
+			}
+			if f.Class != elf.ELFCLASS64 || f.Machine != tc.machine || f.Type != elf.ET_EXEC {
+				t.Errorf("%s: class %v, machine %v, type %v; want ELFCLASS64, %v, ET_EXEC", tc.file, f.Class, f.Machine, f.Type, tc.machine)
+			}
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+					t.Errorf("%s has a %v program header; want a static binary", tc.file, p.Type)
+				}
+			}
+			if runtime.GOOS == "linux" && runtime.GOARCH == tc.arch {
+				if !bytes.Equal(Binary(), b) {
+					t.Error("Binary() differs from " + tc.file)
+				}
+				sum := sha256.Sum256(b)
+				if got, want := Digest(), hex.EncodeToString(sum[:]); got != want {
+					t.Errorf("Digest() = %s, want %s", got, want)
+				}
+			}
+		})
 	}
 }
 
-// TestBinaryIsFresh rebuilds spawn-init with the generator and the recorded
-// toolchain (GOTOOLCHAIN fetches it from the module proxy if the local Go
-// differs) and compares the result with the committed binary.
+// TestEmbedSelection checks which binary a build for each GOOS/GOARCH
+// embeds, as the go command selects files by their names: a linux/arm64
+// Caddy must carry the arm64 init, and a darwin one none.
+func TestEmbedSelection(t *testing.T) {
+	tests := []struct {
+		goos, goarch string
+		want         string // the embedded file, "" for none
+	}{
+		{goos: "linux", goarch: "amd64", want: "spawn-init-amd64"},
+		{goos: "linux", goarch: "arm64", want: "spawn-init-arm64"},
+		{goos: "linux", goarch: "riscv64"},
+		{goos: "darwin", goarch: "arm64"},
+		{goos: "darwin", goarch: "amd64"},
+		{goos: "windows", goarch: "amd64"},
+		{goos: "freebsd", goarch: "amd64"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.goos+"/"+tc.goarch, func(t *testing.T) {
+			cmd := exec.Command("go", "list", "-f", `{{join .EmbedFiles ","}}`, ".")
+			cmd.Env = append(os.Environ(), "GOOS="+tc.goos, "GOARCH="+tc.goarch, "CGO_ENABLED=0")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("go list: %v\n%s", err, out)
+			}
+			if got := strings.TrimSpace(string(out)); got != tc.want {
+				t.Errorf("embedded files = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestBinaryIsFresh rebuilds spawn-init for every architecture with the
+// generator and the recorded toolchain (GOTOOLCHAIN fetches it from the
+// module proxy if the local Go differs) and compares the results with the
+// committed binaries.
 func TestBinaryIsFresh(t *testing.T) {
 	v, err := os.ReadFile("spawn-init.goversion")
 	if err != nil {
 		t.Fatal(err)
 	}
 	version := strings.TrimSpace(string(v))
+	arches := make([]string, len(committed))
+	for i, tc := range committed {
+		arches[i] = tc.arch
+	}
 	dir := t.TempDir()
-	cmd := exec.Command("go", "run", "gen.go", "-out", dir, "-arch", "amd64")
+	cmd := exec.Command("go", "run", "gen.go", "-out", dir, "-arch", strings.Join(arches, ","))
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+version)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("rebuilding spawn-init with GOTOOLCHAIN=%s: %v\n%s", version, err, out)
 	}
-	want, err := os.ReadFile(amd64File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(dir, amd64File))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("embedded spawn-init is stale: run go generate ./spawner/initbin")
+	for _, tc := range committed {
+		want, err := os.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(dir, tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("embedded %s is stale: run go generate ./spawner/initbin", tc.file)
+		}
 	}
 	if gv, err := os.ReadFile(filepath.Join(dir, "spawn-init.goversion")); err != nil || !bytes.Equal(gv, v) {
 		t.Fatalf("rebuilt with %q (%v), recorded %q", gv, err, v)
@@ -148,7 +198,7 @@ func TestInstall(t *testing.T) {
 
 func TestInstallRelativeDir(t *testing.T) {
 	if Binary() == nil {
-		t.Skip("no spawn-init embedded for GOARCH=" + runtime.GOARCH)
+		t.Skip("no spawn-init embedded for " + runtime.GOOS + "/" + runtime.GOARCH)
 	}
 	t.Chdir(t.TempDir())
 	got, err := Install("bin")
