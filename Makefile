@@ -25,12 +25,12 @@ CONTAINERD_STAMP := $(TOOLS)/.containerd-$(CONTAINERD_VERSION)
 RUNC_STAMP       := $(TOOLS)/.runc-$(RUNC_VERSION)
 GO_SOURCES       := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration fuzz bench soak build images tools deps lint golden clean
+.PHONY: all run test unit integration fuzz bench soak build images tools deps host lint golden clean
 
 all: build
 
 ## run: set everything up, then start Caddy with examples/Caddyfile on localhost:8080
-run: tools images build
+run: tools host images build
 	@echo "caddy-spawn: serving examples on http://localhost:8080 (/hello /echo /stream /env); Ctrl-C stops"
 	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
 
@@ -46,14 +46,14 @@ fuzz:
 
 # Integration and end-to-end tests need root, the pinned containerd and runc,
 # and the test images; each test binary starts its own private containerd.
-integration: tools images build
+integration: tools host images build
 	@[ "$$(id -u)" = 0 ] || { echo "integration tests need root (containers)"; exit 1; }
 	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) \
 		$(GO) test -count=1 -p 1 -timeout 30m -tags integration -v ./integration/... 2>&1 | tee $(BUILD)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; \
 		! grep -qE -- '^\s*--- SKIP' $(BUILD)/integration.log || { echo "FAIL: real tests were skipped"; exit 1; }
 
 ## bench: latency and throughput against host CGI and naive per-request containers
-bench: tools images build
+bench: tools host images build
 	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) $(GO) run -tags integration ./bench
 
 ## soak: many mixed requests (ok, exit, timeout, disconnect, oversized); fds, goroutines, mounts,
@@ -95,9 +95,20 @@ $(RUNC_STAMP):
 # Debian packages: busybox-static (shell image), libseccomp-dev (runc) and
 # qemu-user-static (the unit test that runs the linux/arm64 spawn-init).
 deps:
-	@if [ ! -x /bin/busybox ] || ! pkg-config --exists libseccomp 2>/dev/null || ! command -v qemu-aarch64-static >/dev/null; then \
-		echo "installing Debian packages: busybox-static libseccomp-dev pkg-config qemu-user-static"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static libseccomp-dev pkg-config qemu-user-static >/dev/null; \
+	@if [ ! -x /bin/busybox ] || ! pkg-config --exists libseccomp 2>/dev/null || ! command -v qemu-aarch64-static >/dev/null || ! command -v crun >/dev/null; then \
+		echo "installing Debian packages: busybox-static libseccomp-dev pkg-config qemu-user-static crun"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static libseccomp-dev pkg-config qemu-user-static crun >/dev/null; \
+	fi
+
+## host: let crun (the fast path's runtime) run on a cgroup v1 "hybrid" host
+## whose unified hierarchy holds the hugetlb controller (this machine kind):
+## mount a v1 hugetlb hierarchy, which moves hugetlb off the unified tree.
+## This changes the host's cgroup mounts, so only `make run`, `make test` and
+## `make bench` do it, never the spawn app; pure cgroup v2 hosts need nothing.
+host: deps
+	@if [ -f /sys/fs/cgroup/unified/cgroup.controllers ] && grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers; then \
+		echo "host: mounting a cgroup v1 hugetlb hierarchy so crun can run on this hybrid host"; \
+		mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb; \
 	fi
 
 ## golden: rewrite the Caddyfile adapt goldens from the current adapter (review the diff!)
