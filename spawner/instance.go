@@ -111,13 +111,25 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		}
 	}()
 
+	cgroup := cgroupsPath(s.cfg.Namespace, id)
+	img, spec := fn.Image.Image, client.WithNewSpec(s.specOpts(fn, fn.Name, cgroup)...)
+	tmpl := s.template(fn)
+	if tmpl != nil {
+		img, spec = tmpl.image(img), tmpl.withSpec(cgroup)
+	}
 	c, err := s.cfg.Client.NewContainer(ctx, id,
 		client.WithImage(fn.Image.Image),
-		snapshots.WithWritable(s.cfg.Snapshotter, id, fn.Image.Image, labels),
+		snapshots.WithWritable(s.cfg.Snapshotter, id, img, labels),
 		s.withRuntime(),
-		client.WithNewSpec(s.specOpts(fn, fn.Name, cgroupsPath(s.cfg.Namespace, id))...),
+		spec,
 		client.WithContainerLabels(labels),
 	)
+	if err == nil && tmpl == nil {
+		if terr := s.learnTemplate(ctx, fn, c, cgroup); terr != nil {
+			s.log.Warn("no spec template; every container's spec is generated",
+				zap.String("route", fn.Name), zap.Error(terr))
+		}
+	}
 	if err != nil {
 		// Best effort: the snapshot may exist without its container.
 		_ = snapshots.RemoveWritable(context.WithoutCancel(ctx), s.cfg.Client, s.cfg.Namespace, s.cfg.Snapshotter, id)

@@ -27,6 +27,7 @@ type Spawner struct {
 	ids      map[string]int // IDs of live instances and creations in flight
 
 	sandboxReady atomic.Bool // our sandbox record exists (fast path)
+	tmpl         templates
 
 	reapKick    chan struct{}
 	stop        chan struct{}

@@ -107,15 +107,14 @@ func (v *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 		}
 		return nil, errgrpc.ToGRPC(fmt.Errorf("signalling %s: %w", t.id, err))
 	}
-	// A frozen process acts on SIGKILL only once thawed (cgroup v1): as
-	// runc does, thaw a paused container after killing it.
-	t.mu.Lock()
-	paused := t.paused
-	t.mu.Unlock()
-	if paused && unix.Signal(r.Signal) == unix.SIGKILL {
-		if _, err := v.freeze(ctx, t.id, false); err != nil {
-			return nil, err
-		}
+	// A frozen process acts on SIGKILL only once thawed: as runc does,
+	// thaw the container after killing it, whoever froze it (we, or a
+	// write to its freezer).
+	if unix.Signal(r.Signal) == unix.SIGKILL {
+		v.s.thaw(t)
+		t.mu.Lock()
+		t.paused = false
+		t.mu.Unlock()
 	}
 	return &emptypb.Empty{}, nil
 }

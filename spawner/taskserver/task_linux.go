@@ -193,6 +193,20 @@ func (s *Server) removeExited(t *task) bool {
 	return true
 }
 
+// thaw unfreezes t's cgroup through the freezer files (v1 and v2), without
+// a crun process. Failures are harmless: a cgroup that isn't frozen, or a
+// hierarchy without a freezer.
+func (s *Server) thaw(t *task) {
+	if !filepath.IsAbs(t.cgroup) {
+		return
+	}
+	for _, root := range s.cgroupRoots {
+		dir := filepath.Join(root, t.cgroup)
+		_ = os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0)
+		_ = os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0)
+	}
+}
+
 func isGone(id, root string) bool {
 	_, err := os.Stat(filepath.Join(root, id))
 	return errors.Is(err, os.ErrNotExist)
