@@ -1,7 +1,3 @@
-// Package caddymodule is the Caddy side of caddy-spawn: the "spawn" app,
-// which owns the containerd connection (or a managed containerd) and the
-// functions' images, and the "http.handlers.spawn" handler, which serves each
-// request from its own fresh container, CGI-style.
 package caddymodule
 
 import (
@@ -20,7 +16,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
@@ -48,10 +43,6 @@ const (
 // sweeps containers that are still in use; a restarted Caddy has a new owner
 // and sweeps the old one's leftovers.
 var processOwner = spawner.NewOwnerID()
-
-// backends shares containerd connections (and managed daemons) across config
-// reloads, keyed by socket address or managed root.
-var backends = caddy.NewUsagePool()
 
 // App is the "spawn" Caddy app. It connects to containerd — or, when no
 // address is configured, starts and supervises its own ("managed")
@@ -312,18 +303,6 @@ func (a *App) Cleanup() error {
 	return a.releaseBackend()
 }
 
-func (a *App) releaseBackend() error {
-	if a.bkey == "" {
-		return nil
-	}
-	key := a.bkey
-	a.bkey = ""
-	if _, err := backends.Delete(key); err != nil {
-		return fmt.Errorf("releasing containerd backend: %w", err)
-	}
-	return nil
-}
-
 // register adds a route; handlers call it while they are provisioned.
 func (a *App) register(r *route) {
 	a.mu.Lock()
@@ -432,107 +411,6 @@ func (a *App) retryPrepare(ctx context.Context) {
 	}
 }
 
-// backend is a containerd connection, plus the daemon when it is managed.
-type backend struct {
-	address string
-	client  *client.Client
-	daemon  *spawner.Daemon
-	logger  *zap.Logger
-
-	mu       sync.Mutex
-	used     map[string]string // namespace → snapshotter, swept at the end
-	spawners map[spawner.Config]*spawner.Spawner
-}
-
-// spawner returns the Spawner for cfg, shared by every config that uses
-// the same settings, so that routes kept across reloads and the app agree.
-func (b *backend) spawner(cfg spawner.Config) (*spawner.Spawner, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	key := cfg
-	key.Logger = nil
-	if s, ok := b.spawners[key]; ok {
-		return s, nil
-	}
-	s, err := spawner.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	b.spawners[key] = s
-	return s, nil
-}
-
-func (b *backend) use(ns, snapshotter string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.used[ns] = snapshotter
-}
-
-// Destruct closes the connection and stops a managed daemon. Containers of
-// live routes have been torn down by then.
-func (b *backend) Destruct() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// The last config using this containerd is gone: remove our containers
-	// (pooled and any still serving), then sweep, so nothing of ours is left.
-	b.mu.Lock()
-	for _, s := range b.spawners {
-		s.Close(ctx)
-	}
-	for ns, sn := range b.used {
-		if _, err := spawner.Sweep(ctx, b.client, ns, sn, "", b.logger); err != nil {
-			b.logger.Warn("sweeping at shutdown", zap.String("namespace", ns), zap.Error(err))
-		}
-	}
-	b.mu.Unlock()
-	err := b.client.Close()
-	if b.daemon != nil {
-		_ = b.daemon.Stop(ctx)
-	}
-	return err
-}
-
-func (a *App) acquireBackend() (*backend, string, error) {
-	key := "address:" + a.Address
-	if a.Address == "" {
-		key = "managed:" + a.Managed.Root
-	}
-	val, _, err := backends.LoadOrNew(key, func() (caddy.Destructor, error) {
-		b := &backend{
-			address: a.Address, logger: a.logger,
-			used: map[string]string{}, spawners: map[spawner.Config]*spawner.Spawner{},
-		}
-		if a.Address == "" {
-			d, err := spawner.StartDaemon(context.Background(), spawner.DaemonConfig{
-				Binary:   a.Managed.Binary,
-				Root:     a.Managed.Root,
-				State:    a.Managed.State,
-				LogLevel: a.Managed.LogLevel,
-			}, a.logger)
-			if err != nil {
-				return nil, err
-			}
-			b.daemon = d
-			b.address = d.Address()
-		}
-		c, err := client.New(b.address, client.WithDefaultNamespace(a.Namespace), client.WithTimeout(5*time.Second))
-		if err != nil {
-			if b.daemon != nil {
-				_ = b.daemon.Stop(context.Background())
-			}
-			return nil, fmt.Errorf("connecting to containerd at %s: %w", b.address, err)
-		}
-		b.client = c
-		return b, nil
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	b := val.(*backend)
-	b.use(a.Namespace, a.Snapshotter)
-	return b, key, nil
-}
-
 // validRegistryHost checks that h is a registry "host" or "host:port",
 // without a scheme or path.
 func validRegistryHost(h string) error {
@@ -566,5 +444,4 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
-	_ caddy.Destructor   = (*backend)(nil)
 )
