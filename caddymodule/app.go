@@ -4,19 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/caddyserver/caddy/v2"
@@ -154,66 +150,24 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.mu = new(sync.Mutex)
-	if a.Namespace == "" {
-		a.Namespace = defaultNamespace
-	}
-	if a.Snapshotter == "" {
-		a.Snapshotter = defaultSnapshotter
-	}
-	if a.Runtime == "" {
-		a.Runtime = spawner.DefaultRuntime
-	}
-	if a.RunDir == "" {
-		a.RunDir = defaultRunDir
-	}
-	if a.ImageWait == 0 {
-		a.ImageWait = caddy.Duration(defaultImageWait)
-	}
-	if a.RefillConcurrency == 0 {
-		a.RefillConcurrency = runtime.NumCPU()
-	}
+	a.setDefaults()
 	a.refill = semaphore.NewWeighted(int64(a.RefillConcurrency))
 	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	if a.Address == "" {
-		if a.Managed == nil {
-			a.Managed = new(ManagedContainerd)
-		}
-		if a.Managed.Root == "" {
-			a.Managed.Root = filepath.Join(caddy.AppDataDir(), "spawn", "containerd")
-		}
-		if a.Managed.State == "" {
-			a.Managed.State = managedStateDir(a.RunDir, a.Managed.Root)
-		}
-	}
 	return nil
 }
 
-// Validate checks the settings. It is read-only.
+// Validate checks the settings, naming the field at fault. It is
+// read-only. Each field's rule lives in its checker (checks.go).
 func (a *App) Validate() error {
-	switch a.Namespace {
-	case "default", "k8s.io", "moby":
-		return fmt.Errorf("namespace: %q belongs to other tools; use a namespace of caddy-spawn's own", a.Namespace)
-	}
-	if err := identifiers.Validate(a.Namespace); err != nil {
-		return fmt.Errorf("namespace: %w", err)
-	}
-	if a.Address != "" && a.Managed != nil {
-		return errors.New("address and managed are mutually exclusive: with an address, caddy-spawn uses that containerd as is")
-	}
-	if a.RefillConcurrency < 0 {
-		return errors.New("refill_concurrency: must not be negative")
-	}
-	if a.ImageWait < 0 {
-		return errors.New("image_wait: must not be negative")
-	}
-	for _, h := range a.InsecureRegistries {
-		if err := validRegistryHost(h); err != nil {
-			return fmt.Errorf("insecure_registries: %w", err)
-		}
-	}
-	return nil
+	return firstError(
+		checkNamespace(a.Namespace),
+		checkBackendChoice(a.Address, a.Managed),
+		ifSet(a.RefillConcurrency, checkRefillConcurrency),
+		checkImageWait(a.ImageWait),
+		checkInsecureRegistries(a.InsecureRegistries),
+	)
 }
 
 // Start connects to (or starts) containerd, sweeps leftovers of previous
@@ -301,6 +255,40 @@ func (a *App) Stop() error {
 // Cleanup releases what a Start that never got its Stop still holds.
 func (a *App) Cleanup() error {
 	return a.releaseBackend()
+}
+
+// setDefaults fills in every app setting left unset: the one place
+// defaults are applied.
+func (a *App) setDefaults() {
+	if a.Namespace == "" {
+		a.Namespace = defaultNamespace
+	}
+	if a.Snapshotter == "" {
+		a.Snapshotter = defaultSnapshotter
+	}
+	if a.Runtime == "" {
+		a.Runtime = spawner.DefaultRuntime
+	}
+	if a.RunDir == "" {
+		a.RunDir = defaultRunDir
+	}
+	if a.ImageWait == 0 {
+		a.ImageWait = caddy.Duration(defaultImageWait)
+	}
+	if a.RefillConcurrency == 0 {
+		a.RefillConcurrency = runtime.NumCPU()
+	}
+	if a.Address == "" {
+		if a.Managed == nil {
+			a.Managed = new(ManagedContainerd)
+		}
+		if a.Managed.Root == "" {
+			a.Managed.Root = filepath.Join(caddy.AppDataDir(), "spawn", "containerd")
+		}
+		if a.Managed.State == "" {
+			a.Managed.State = managedStateDir(a.RunDir, a.Managed.Root)
+		}
+	}
 }
 
 // register adds a route; handlers call it while they are provisioned.
@@ -409,20 +397,6 @@ func (a *App) retryPrepare(ctx context.Context) {
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
-}
-
-// validRegistryHost checks that h is a registry "host" or "host:port",
-// without a scheme or path.
-func validRegistryHost(h string) error {
-	if h == "" || strings.ContainsAny(h, "/ \t") || strings.Contains(h, "://") {
-		return fmt.Errorf("%q must be a registry host or host:port, without scheme or path", h)
-	}
-	if _, port, err := net.SplitHostPort(h); err == nil {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%q: bad port", h)
-		}
-	}
-	return nil
 }
 
 // removeStaleFIFODirs removes FIFO directories of previous processes.
