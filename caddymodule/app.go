@@ -1,29 +1,18 @@
-// Package caddymodule is the Caddy side of caddy-spawn: the "spawn" app,
-// which owns the containerd connection (or a managed containerd) and the
-// functions' images, and the "http.handlers.spawn" handler, which serves each
-// request from its own fresh container, CGI-style.
 package caddymodule
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/caddyserver/caddy/v2"
@@ -54,10 +43,6 @@ const (
 // sweeps containers that are still in use; a restarted Caddy has a new owner
 // and sweeps the old one's leftovers.
 var processOwner = spawner.NewOwnerID()
-
-// backends shares containerd connections (and managed daemons) across config
-// reloads, keyed by socket address or managed root.
-var backends = caddy.NewUsagePool()
 
 // App is the "spawn" Caddy app. It connects to containerd — or, when no
 // address is configured, starts and supervises its own ("managed")
@@ -184,71 +169,25 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.mu = new(sync.Mutex)
-	if a.Namespace == "" {
-		a.Namespace = defaultNamespace
-	}
-	if a.Snapshotter == "" {
-		a.Snapshotter = defaultSnapshotter
-	}
-	if a.Runtime == "" {
-		a.Runtime = spawner.DefaultRuntime
-	}
-	if a.RunDir == "" {
-		a.RunDir = defaultRunDir
-	}
-	if a.ImageWait == 0 {
-		a.ImageWait = caddy.Duration(defaultImageWait)
-	}
-	if a.RefillConcurrency == 0 {
-		a.RefillConcurrency = runtime.NumCPU()
-	}
+	a.setDefaults()
 	a.refill = semaphore.NewWeighted(int64(a.RefillConcurrency))
 	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	if a.Address == "" {
-		if a.Managed == nil {
-			a.Managed = new(ManagedContainerd)
-		}
-		if a.Managed.Root == "" {
-			a.Managed.Root = filepath.Join(caddy.AppDataDir(), "spawn", "containerd")
-		}
-		if a.Managed.State == "" {
-			a.Managed.State = managedStateDir(a.RunDir, a.Managed.Root)
-		}
-	}
 	return nil
 }
 
-// Validate checks the settings. It is read-only.
+// Validate checks the settings, naming the field at fault. It is
+// read-only. Each field's rule lives in its checker (checks.go).
 func (a *App) Validate() error {
-	switch a.Namespace {
-	case "default", "k8s.io", "moby":
-		return fmt.Errorf("namespace: %q belongs to other tools; use a namespace of caddy-spawn's own", a.Namespace)
-	}
-	if err := identifiers.Validate(a.Namespace); err != nil {
-		return fmt.Errorf("namespace: %w", err)
-	}
-	if a.Address != "" && a.Managed != nil {
-		return errors.New("address and managed are mutually exclusive: with an address, caddy-spawn uses that containerd as is")
-	}
-	switch a.FastPath {
-	case "", fastPathAuto, fastPathOn, fastPathOff:
-	default:
-		return fmt.Errorf("fast_path: %q must be auto, on or off", a.FastPath)
-	}
-	if a.RefillConcurrency < 0 {
-		return errors.New("refill_concurrency: must not be negative")
-	}
-	if a.ImageWait < 0 {
-		return errors.New("image_wait: must not be negative")
-	}
-	for _, h := range a.InsecureRegistries {
-		if err := validRegistryHost(h); err != nil {
-			return fmt.Errorf("insecure_registries: %w", err)
-		}
-	}
-	return nil
+	return firstError(
+		checkNamespace(a.Namespace),
+		checkBackendChoice(a.Address, a.Managed),
+		checkFastPath(a.FastPath),
+		ifSet(a.RefillConcurrency, checkRefillConcurrency),
+		checkImageWait(a.ImageWait),
+		checkInsecureRegistries(a.InsecureRegistries),
+	)
 }
 
 // Start connects to (or starts) containerd, sweeps leftovers of previous
@@ -343,16 +282,38 @@ func (a *App) Cleanup() error {
 	return a.releaseBackend()
 }
 
-func (a *App) releaseBackend() error {
-	if a.bkey == "" {
-		return nil
+// setDefaults fills in every app setting left unset: the one place
+// defaults are applied.
+func (a *App) setDefaults() {
+	if a.Namespace == "" {
+		a.Namespace = defaultNamespace
 	}
-	key := a.bkey
-	a.bkey = ""
-	if _, err := backends.Delete(key); err != nil {
-		return fmt.Errorf("releasing containerd backend: %w", err)
+	if a.Snapshotter == "" {
+		a.Snapshotter = defaultSnapshotter
 	}
-	return nil
+	if a.Runtime == "" {
+		a.Runtime = spawner.DefaultRuntime
+	}
+	if a.RunDir == "" {
+		a.RunDir = defaultRunDir
+	}
+	if a.ImageWait == 0 {
+		a.ImageWait = caddy.Duration(defaultImageWait)
+	}
+	if a.RefillConcurrency == 0 {
+		a.RefillConcurrency = runtime.NumCPU()
+	}
+	if a.Address == "" {
+		if a.Managed == nil {
+			a.Managed = new(ManagedContainerd)
+		}
+		if a.Managed.Root == "" {
+			a.Managed.Root = filepath.Join(caddy.AppDataDir(), "spawn", "containerd")
+		}
+		if a.Managed.State == "" {
+			a.Managed.State = managedStateDir(a.RunDir, a.Managed.Root)
+		}
+	}
 }
 
 // register adds a route; handlers call it while they are provisioned.
@@ -463,158 +424,6 @@ func (a *App) retryPrepare(ctx context.Context) {
 	}
 }
 
-// backend is a containerd connection, plus the daemon when it is managed.
-type backend struct {
-	address string
-	client  *client.Client
-	daemon  *spawner.Daemon
-	fast    *spawner.FastPath // nil: containers run on the runc shim
-	logger  *zap.Logger
-
-	mu       sync.Mutex
-	used     map[string]string // namespace → snapshotter, swept at the end
-	spawners map[spawner.Config]*spawner.Spawner
-}
-
-// spawner returns the Spawner for cfg, shared by every config that uses
-// the same settings, so that routes kept across reloads and the app agree.
-func (b *backend) spawner(cfg spawner.Config) (*spawner.Spawner, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	key := cfg
-	key.Logger = nil
-	if s, ok := b.spawners[key]; ok {
-		return s, nil
-	}
-	s, err := spawner.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	b.spawners[key] = s
-	return s, nil
-}
-
-func (b *backend) use(ns, snapshotter string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.used[ns] = snapshotter
-}
-
-// Destruct closes the connection and stops a managed daemon. Containers of
-// live routes have been torn down by then.
-func (b *backend) Destruct() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// The last config using this containerd is gone: remove our containers
-	// (pooled and any still serving), then sweep, so nothing of ours is left.
-	b.mu.Lock()
-	for _, s := range b.spawners {
-		s.Close(ctx)
-	}
-	for ns, sn := range b.used {
-		if _, err := spawner.Sweep(ctx, b.client, ns, sn, "", b.logger); err != nil {
-			b.logger.Warn("sweeping at shutdown", zap.String("namespace", ns), zap.Error(err))
-		}
-		if b.fast != nil {
-			if err := spawner.RemoveSandbox(namespaces.WithNamespace(ctx, ns), b.client); err != nil {
-				b.logger.Warn("removing sandbox record", zap.String("namespace", ns), zap.Error(err))
-			}
-		}
-	}
-	b.mu.Unlock()
-	if b.fast != nil {
-		b.fast.Stop(ctx)
-	}
-	err := b.client.Close()
-	if b.daemon != nil {
-		_ = b.daemon.Stop(ctx)
-	}
-	return err
-}
-
-func (a *App) acquireBackend() (*backend, string, error) {
-	key := "address:" + a.Address
-	if a.Address == "" {
-		key = "managed:" + a.Managed.Root
-	}
-	val, _, err := backends.LoadOrNew(key, func() (caddy.Destructor, error) {
-		b := &backend{
-			address: a.Address, logger: a.logger,
-			used: map[string]string{}, spawners: map[spawner.Config]*spawner.Spawner{},
-		}
-		if a.Address == "" {
-			d, err := spawner.StartDaemon(context.Background(), spawner.DaemonConfig{
-				Binary:   a.Managed.Binary,
-				Root:     a.Managed.Root,
-				State:    a.Managed.State,
-				LogLevel: a.Managed.LogLevel,
-			}, a.logger)
-			if err != nil {
-				return nil, err
-			}
-			b.daemon = d
-			b.address = d.Address()
-		}
-		c, err := client.New(b.address, client.WithDefaultNamespace(a.Namespace), client.WithTimeout(5*time.Second))
-		if err != nil {
-			if b.daemon != nil {
-				_ = b.daemon.Stop(context.Background())
-			}
-			return nil, fmt.Errorf("connecting to containerd at %s: %w", b.address, err)
-		}
-		b.client = c
-		if a.FastPath != fastPathOff {
-			b.fast = a.startFastPath(b.address)
-		}
-		return b, nil
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	b := val.(*backend)
-	b.use(a.Namespace, a.Snapshotter)
-	return b, key, nil
-}
-
-// startFastPath starts the task server for the containerd at address, or
-// says why it can't and returns nil: containers then run on the runc shim.
-func (a *App) startFastPath(address string) *spawner.FastPath {
-	state := filepath.Join(a.RunDir, "task-server-"+shortHash(address))
-	if a.Managed != nil {
-		state = filepath.Join(a.Managed.State, "task-server")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	fp, err := spawner.StartFastPath(ctx, spawner.FastPathConfig{
-		StateDir: state, Crun: a.CrunBinary, Containerd: address,
-	}, a.logger)
-	if err != nil {
-		a.logger.Warn("fast path not available; containers run on containerd's runc shim",
-			zap.String("runtime", a.Runtime), zap.Error(err))
-		return nil
-	}
-	return fp
-}
-
-func shortHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:4])
-}
-
-// validRegistryHost checks that h is a registry "host" or "host:port",
-// without a scheme or path.
-func validRegistryHost(h string) error {
-	if h == "" || strings.ContainsAny(h, "/ \t") || strings.Contains(h, "://") {
-		return fmt.Errorf("%q must be a registry host or host:port, without scheme or path", h)
-	}
-	if _, port, err := net.SplitHostPort(h); err == nil {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%q: bad port", h)
-		}
-	}
-	return nil
-}
-
 // removeStaleFIFODirs removes FIFO directories of previous processes.
 func removeStaleFIFODirs(parent, keep string) {
 	entries, err := os.ReadDir(parent)
@@ -634,5 +443,4 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
-	_ caddy.Destructor   = (*backend)(nil)
 )

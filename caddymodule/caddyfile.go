@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"math"
 	"strconv"
 
 	"github.com/dustin/go-humanize"
@@ -11,7 +12,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/caddy-spawn/caddy-spawn/snapshots"
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
 
@@ -75,186 +75,95 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("duplicate subdirective %q", sub)
 		}
 		seen[sub] = true
-		switch sub {
-		case "name":
-			if err := oneArg(d, &h.Name); err != nil {
-				return err
-			}
-		case "image_archive":
-			if err := oneArg(d, &h.ImageArchive); err != nil {
-				return err
-			}
-		case "pull_policy":
-			if err := oneArg(d, &h.PullPolicy); err != nil {
-				return err
-			}
-			if !snapshots.ValidPullPolicy(snapshots.PullPolicy(h.PullPolicy)) || h.PullPolicy == "" {
-				return d.Errf("pull_policy: %q must be %q, %q or %q", h.PullPolicy, snapshots.PullMissing, snapshots.PullAlways, snapshots.PullNever)
-			}
-		case "registry_auth":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.ArgErr()
-			}
-			if args[0] == "" {
-				return d.Err("registry_auth: username required")
-			}
-			h.RegistryAuth = &RegistryAuth{Username: args[0], Password: args[1]}
-		case "command":
-			h.Command = d.RemainingArgs()
-			if len(h.Command) == 0 {
-				return d.ArgErr()
-			}
-		case "args":
-			h.Args = d.RemainingArgs()
-			if len(h.Args) == 0 {
-				return d.ArgErr()
-			}
-		case "env":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.ArgErr()
-			}
-			if h.Env == nil {
-				h.Env = map[string]string{}
-			}
-			if _, dup := h.Env[args[0]]; dup {
-				return d.Errf("duplicate env variable %q", args[0])
-			}
-			h.Env[args[0]] = args[1]
-		case "workdir":
-			if err := oneArg(d, &h.WorkDir); err != nil {
-				return err
-			}
-		case "timeout":
-			var s string
-			if err := oneArg(d, &s); err != nil {
-				return err
-			}
-			dur, err := caddy.ParseDuration(s)
-			if err != nil {
-				return d.Errf("timeout: bad duration %q: %v", s, err)
-			}
-			if dur <= 0 {
-				return d.Errf("timeout: must be positive, got %q", s)
-			}
-			h.Timeout = caddy.Duration(dur)
-		case "output":
-			if err := oneArg(d, &h.Output); err != nil {
-				return err
-			}
-			if h.Output != outputCGI && h.Output != outputRaw {
-				return d.Errf("output: %q must be %q or %q", h.Output, outputCGI, outputRaw)
-			}
-		case "script_name":
-			if err := oneArg(d, &h.ScriptName); err != nil {
-				return err
-			}
-		case "memory":
-			n, err := sizeArg(d, sub, 1<<50)
-			if err != nil {
-				return err
-			}
-			h.Memory = n
-		case "pids":
-			var s string
-			if err := oneArg(d, &s); err != nil {
-				return err
-			}
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n <= 0 {
-				return d.Errf("pids: %q must be a positive integer", s)
-			}
-			h.Pids = n
-		case "cpus":
-			var s string
-			if err := oneArg(d, &s); err != nil {
-				return err
-			}
-			n, err := strconv.ParseFloat(s, 64)
-			if err != nil || !(n >= spawner.MinCPUs && n <= spawner.MaxCPUs) { // NaN fails too
-				return d.Errf("cpus: %q must be a number from %g to %d", s, spawner.MinCPUs, spawner.MaxCPUs)
-			}
-			h.CPUs = n
-		case "nofile":
-			var s string
-			if err := oneArg(d, &s); err != nil {
-				return err
-			}
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n <= 0 || n > spawner.MaxNofile {
-				return d.Errf("nofile: %q must be an integer from 1 to %d", s, spawner.MaxNofile)
-			}
-			h.Nofile = n
-		case "max_request_body":
-			n, err := sizeArg(d, sub, 1<<62)
-			if err != nil {
-				return err
-			}
-			h.MaxRequestBody = &n
-		case "max_response_bytes":
-			n, err := sizeArg(d, sub, 1<<62)
-			if err != nil {
-				return err
-			}
-			h.MaxResponseBytes = n
-		case "network":
-			if err := oneArg(d, &h.Network); err != nil {
-				return err
-			}
-			if h.Network != networkNone && h.Network != networkHost {
-				return d.Errf("network: %q must be %q or %q", h.Network, networkNone, networkHost)
-			}
-		case "read_only":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.ReadOnly = true
-		case "user":
-			if err := oneArg(d, &h.User); err != nil {
-				return err
-			}
-			if _, err := parseUser(h.User); err != nil {
-				return d.Errf("user: %v", err)
-			}
-		case "pool":
-			var s string
-			if err := oneArg(d, &s); err != nil {
-				return err
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 {
-				return d.Errf("pool: %q must be a non-negative integer", s)
-			}
-			h.Pool = &n
-		case "max_concurrent":
-			var s string
-			if err := oneArg(d, &s); err != nil {
-				return err
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n <= 0 {
-				return d.Errf("max_concurrent: %q must be a positive integer", s)
-			}
-			h.MaxConcurrent = n
-		case "queue_timeout":
-			var s string
-			if err := oneArg(d, &s); err != nil {
-				return err
-			}
-			dur, err := caddy.ParseDuration(s)
-			if err != nil || dur <= 0 {
-				return d.Errf("queue_timeout: bad duration %q", s)
-			}
-			h.QueueTimeout = caddy.Duration(dur)
-		default:
+		parse, ok := handlerSubdirectives[sub]
+		if !ok {
 			return d.Errf("unknown subdirective %q", sub)
 		}
+		if err := parse(h, d); err != nil {
+			return err
+		}
 	}
-	if err := h.validateSource(); err != nil {
-		return d.Err(err.Error())
+	if err := h.checkSource(); err != nil {
+		return d.WrapErr(err)
 	}
 	return nil
+}
+
+// handlerSubdirectives parses each subdirective of spawn into its field.
+// Each converts its arguments and hands the value to the field's checker
+// (checks.go), which owns the rule and its message.
+var handlerSubdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
+	"name":          func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.Name, nil) },
+	"image_archive": func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.ImageArchive, nil) },
+	"pull_policy":   func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.PullPolicy, checkPullPolicy) },
+	"registry_auth": parseRegistryAuth,
+	"command":       func(h *Handler, d *caddyfile.Dispenser) error { return listArg(d, &h.Command) },
+	"args":          func(h *Handler, d *caddyfile.Dispenser) error { return listArg(d, &h.Args) },
+	"env":           parseEnv,
+	"workdir":       func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.WorkDir, nil) },
+	"timeout": func(h *Handler, d *caddyfile.Dispenser) error {
+		return durationArg(d, "timeout", &h.Timeout, checkTimeout)
+	},
+	"output":      func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.Output, checkOutput) },
+	"script_name": func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.ScriptName, checkScriptName) },
+	"memory":      func(h *Handler, d *caddyfile.Dispenser) error { return sizeArg(d, "memory", &h.Memory, checkMemory) },
+	"pids":        func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, "pids", &h.Pids, checkPids) },
+	"cpus":        func(h *Handler, d *caddyfile.Dispenser) error { return floatArg(d, "cpus", &h.CPUs, spawner.CheckCPUs) },
+	"nofile": func(h *Handler, d *caddyfile.Dispenser) error {
+		return intArg(d, "nofile", &h.Nofile, spawner.CheckNofile[int64])
+	},
+	"max_request_body": func(h *Handler, d *caddyfile.Dispenser) error {
+		h.MaxRequestBody = new(int64)
+		return sizeArg(d, "max_request_body", h.MaxRequestBody, checkMaxRequestBody)
+	},
+	"max_response_bytes": func(h *Handler, d *caddyfile.Dispenser) error {
+		return sizeArg(d, "max_response_bytes", &h.MaxResponseBytes, checkMaxResponseBytes)
+	},
+	"network": func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.Network, checkNetwork) },
+	"read_only": func(h *Handler, d *caddyfile.Dispenser) error {
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		h.ReadOnly = true
+		return nil
+	},
+	"user": func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.User, checkUser) },
+	"pool": func(h *Handler, d *caddyfile.Dispenser) error {
+		h.Pool = new(int)
+		return intArg(d, "pool", h.Pool, checkPool)
+	},
+	"max_concurrent": func(h *Handler, d *caddyfile.Dispenser) error {
+		return intArg(d, "max_concurrent", &h.MaxConcurrent, checkMaxConcurrent)
+	},
+	"queue_timeout": func(h *Handler, d *caddyfile.Dispenser) error {
+		return durationArg(d, "queue_timeout", &h.QueueTimeout, checkQueueTimeout)
+	},
+}
+
+// parseRegistryAuth parses "registry_auth <username> <password>".
+func parseRegistryAuth(h *Handler, d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.ArgErr()
+	}
+	h.RegistryAuth = &RegistryAuth{Username: args[0], Password: args[1]}
+	return checked(d, checkRegistryAuth(h.RegistryAuth))
+}
+
+// parseEnv parses one "env <key> <value>"; env may repeat, a key may not.
+func parseEnv(h *Handler, d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.ArgErr()
+	}
+	if h.Env == nil {
+		h.Env = map[string]string{}
+	}
+	if _, dup := h.Env[args[0]]; dup {
+		return d.Errf("duplicate env variable %q", args[0])
+	}
+	h.Env[args[0]] = args[1]
+	return checked(d, checkEnvName(args[0]))
 }
 
 // parseGlobalOption sets up the spawn app from the global option. Syntax:
@@ -296,95 +205,16 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			return nil, d.Errf("duplicate subdirective %q", sub)
 		}
 		seen[sub] = true
-		var err error
-		switch sub {
-		case "address":
-			err = oneArg(d, &app.Address)
-		case "namespace":
-			err = oneArg(d, &app.Namespace)
-		case "snapshotter":
-			err = oneArg(d, &app.Snapshotter)
-		case "runtime":
-			err = oneArg(d, &app.Runtime)
-		case "runc_binary":
-			err = oneArg(d, &app.RuncBinary)
-		case "fast_path":
-			err = oneArg(d, &app.FastPath)
-		case "crun_binary":
-			err = oneArg(d, &app.CrunBinary)
-		case "run_dir":
-			err = oneArg(d, &app.RunDir)
-		case "image_wait":
-			var s string
-			if err = oneArg(d, &s); err != nil {
-				return nil, err
-			}
-			dur, perr := caddy.ParseDuration(s)
-			if perr != nil || dur < 0 {
-				return nil, d.Errf("image_wait: bad duration %q", s)
-			}
-			app.ImageWait = caddy.Duration(dur)
-		case "refill_concurrency":
-			var s string
-			if err = oneArg(d, &s); err != nil {
-				return nil, err
-			}
-			n, perr := strconv.Atoi(s)
-			if perr != nil || n <= 0 {
-				return nil, d.Errf("refill_concurrency: %q must be a positive integer", s)
-			}
-			app.RefillConcurrency = n
-		case "registry_config":
-			err = oneArg(d, &app.RegistryConfig)
-		case "registry_hosts_dir":
-			err = oneArg(d, &app.RegistryHostsDir)
-		case "insecure_registries":
-			app.InsecureRegistries = d.RemainingArgs()
-			if len(app.InsecureRegistries) == 0 {
-				return nil, d.ArgErr()
-			}
-			for _, h := range app.InsecureRegistries {
-				if verr := validRegistryHost(h); verr != nil {
-					return nil, d.Errf("insecure_registries: %v", verr)
-				}
-			}
-		case "managed":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			app.Managed = new(ManagedContainerd)
-			mseen := map[string]bool{}
-			for d.NextBlock(1) {
-				msub := d.Val()
-				if mseen[msub] {
-					return nil, d.Errf("duplicate managed subdirective %q", msub)
-				}
-				mseen[msub] = true
-				switch msub {
-				case "binary":
-					err = oneArg(d, &app.Managed.Binary)
-				case "root":
-					err = oneArg(d, &app.Managed.Root)
-				case "state":
-					err = oneArg(d, &app.Managed.State)
-				case "log_level":
-					err = oneArg(d, &app.Managed.LogLevel)
-				default:
-					return nil, d.Errf("unknown managed subdirective %q", msub)
-				}
-				if err != nil {
-					return nil, err
-				}
-			}
-		default:
+		parse, ok := appSubdirectives[sub]
+		if !ok {
 			return nil, d.Errf("unknown subdirective %q", sub)
 		}
-		if err != nil {
+		if err := parse(app, d); err != nil {
 			return nil, err
 		}
 	}
-	if app.Address != "" && app.Managed != nil {
-		return nil, d.Err("address and managed are mutually exclusive")
+	if err := checkBackendChoice(app.Address, app.Managed); err != nil {
+		return nil, d.WrapErr(err)
 	}
 	return httpcaddyfile.App{
 		Name:  "spawn",
@@ -392,25 +222,75 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	}, nil
 }
 
-// sizeArg reads one size argument of subdirective sub: bytes, or humanized
-// ("10MiB", "1.5GB"), at most limit.
-func sizeArg(d *caddyfile.Dispenser, sub string, limit uint64) (int64, error) {
-	var s string
-	if err := oneArg(d, &s); err != nil {
-		return 0, err
-	}
-	n, err := humanize.ParseBytes(s)
-	if err != nil {
-		return 0, d.Errf("%s: bad size %q: %v", sub, s, err)
-	}
-	if n > limit {
-		return 0, d.Errf("%s: size %q is too large", sub, s)
-	}
-	return int64(n), nil
+// appSubdirectives parses each subdirective of the spawn global option
+// into its field, as handlerSubdirectives does for the handler.
+var appSubdirectives = map[string]func(a *App, d *caddyfile.Dispenser) error{
+	"address":     func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.Address, nil) },
+	"namespace":   func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.Namespace, nil) },
+	"snapshotter": func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.Snapshotter, nil) },
+	"runtime":     func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.Runtime, nil) },
+	"runc_binary": func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.RuncBinary, nil) },
+	"fast_path":   func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.FastPath, checkFastPath) },
+	"crun_binary": func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.CrunBinary, nil) },
+	"run_dir":     func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.RunDir, nil) },
+	"image_wait": func(a *App, d *caddyfile.Dispenser) error {
+		return durationArg(d, "image_wait", &a.ImageWait, checkImageWait)
+	},
+	"refill_concurrency": func(a *App, d *caddyfile.Dispenser) error {
+		return intArg(d, "refill_concurrency", &a.RefillConcurrency, checkRefillConcurrency)
+	},
+	"registry_config":    func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.RegistryConfig, nil) },
+	"registry_hosts_dir": func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.RegistryHostsDir, nil) },
+	"insecure_registries": func(a *App, d *caddyfile.Dispenser) error {
+		if err := listArg(d, &a.InsecureRegistries); err != nil {
+			return err
+		}
+		return checked(d, checkInsecureRegistries(a.InsecureRegistries))
+	},
+	"managed": parseManaged,
 }
 
-// oneArg reads exactly one argument into dst.
-func oneArg(d *caddyfile.Dispenser, dst *string) error {
+// parseManaged parses the managed { ... } block of the global option.
+func parseManaged(a *App, d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	a.Managed = new(ManagedContainerd)
+	fields := map[string]*string{
+		"binary":    &a.Managed.Binary,
+		"root":      &a.Managed.Root,
+		"state":     &a.Managed.State,
+		"log_level": &a.Managed.LogLevel,
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(1) {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("duplicate managed subdirective %q", sub)
+		}
+		seen[sub] = true
+		dst, ok := fields[sub]
+		if !ok {
+			return d.Errf("unknown managed subdirective %q", sub)
+		}
+		if err := stringArg(d, dst, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checked attaches the current line to the error of a field's checker.
+func checked(d *caddyfile.Dispenser, err error) error {
+	if err != nil {
+		return d.WrapErr(err)
+	}
+	return nil
+}
+
+// stringArg reads exactly one argument into dst, then checks it with check
+// unless that is nil.
+func stringArg(d *caddyfile.Dispenser, dst *string, check func(string) error) error {
 	if !d.NextArg() {
 		return d.ArgErr()
 	}
@@ -418,7 +298,82 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	if check == nil {
+		return nil
+	}
+	return checked(d, check(*dst))
+}
+
+// listArg reads one or more arguments into dst.
+func listArg(d *caddyfile.Dispenser, dst *[]string) error {
+	*dst = d.RemainingArgs()
+	if len(*dst) == 0 {
+		return d.ArgErr()
+	}
 	return nil
+}
+
+// intArg reads one integer argument of subdirective sub into dst and
+// checks it.
+func intArg[N int | int64](d *caddyfile.Dispenser, sub string, dst *N, check func(N) error) error {
+	var s string
+	if err := stringArg(d, &s, nil); err != nil {
+		return err
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || int64(N(n)) != n {
+		return d.Errf("%s: %q is not an integer", sub, s)
+	}
+	*dst = N(n)
+	return checked(d, check(*dst))
+}
+
+// floatArg reads one number argument of subdirective sub into dst and
+// checks it.
+func floatArg(d *caddyfile.Dispenser, sub string, dst *float64, check func(float64) error) error {
+	var s string
+	if err := stringArg(d, &s, nil); err != nil {
+		return err
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return d.Errf("%s: %q is not a number", sub, s)
+	}
+	*dst = n
+	return checked(d, check(n))
+}
+
+// durationArg reads one duration argument of subdirective sub into dst
+// and checks it.
+func durationArg(d *caddyfile.Dispenser, sub string, dst *caddy.Duration, check func(caddy.Duration) error) error {
+	var s string
+	if err := stringArg(d, &s, nil); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%s: bad duration %q: %v", sub, s, err)
+	}
+	*dst = caddy.Duration(dur)
+	return checked(d, check(*dst))
+}
+
+// sizeArg reads one size argument of subdirective sub into dst — bytes, or
+// humanized ("10MiB", "1.5GB") — and checks it.
+func sizeArg(d *caddyfile.Dispenser, sub string, dst *int64, check func(int64) error) error {
+	var s string
+	if err := stringArg(d, &s, nil); err != nil {
+		return err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return d.Errf("%s: bad size %q: %v", sub, s, err)
+	}
+	if n > math.MaxInt64 {
+		return d.Errf("%s: size %q is too large", sub, s)
+	}
+	*dst = int64(n)
+	return checked(d, check(*dst))
 }
 
 // Interface guards

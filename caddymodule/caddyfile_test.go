@@ -471,7 +471,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				timeout 0s
 			}`,
-			wantErr:  `timeout: must be positive, got "0s"`,
+			wantErr:  `timeout: must be positive, got 0s`,
 			wantLine: 2,
 		},
 		{
@@ -479,7 +479,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				timeout -5s
 			}`,
-			wantErr:  `timeout: must be positive, got "-5s"`,
+			wantErr:  `timeout: must be positive, got -5s`,
 			wantLine: 2,
 		},
 		{
@@ -511,7 +511,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				pids many
 			}`,
-			wantErr:  `pids: "many" must be a positive integer`,
+			wantErr:  `pids: "many" is not an integer`,
 			wantLine: 2,
 		},
 		{
@@ -519,7 +519,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				pids 0
 			}`,
-			wantErr:  `pids: "0" must be a positive integer`,
+			wantErr:  `pids: 0 must be a positive integer`,
 			wantLine: 2,
 		},
 		{
@@ -591,7 +591,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				cpus two
 			}`,
-			wantErr:  `cpus: "two" must be a number from 0.01 to 1024`,
+			wantErr:  `cpus: "two" is not a number`,
 			wantLine: 2,
 		},
 		{
@@ -599,7 +599,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				cpus 0
 			}`,
-			wantErr:  `cpus: "0" must be a number from 0.01 to 1024`,
+			wantErr:  `cpus 0 out of range: must be a number from 0.01 to 1024`,
 			wantLine: 2,
 		},
 		{
@@ -607,7 +607,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				cpus 0.001
 			}`,
-			wantErr:  `cpus: "0.001" must be a number`,
+			wantErr:  `cpus 0.001 out of range: must be a number`,
 			wantLine: 2,
 		},
 		{
@@ -615,7 +615,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				cpus 2048
 			}`,
-			wantErr:  `cpus: "2048" must be a number`,
+			wantErr:  `cpus 2048 out of range: must be a number`,
 			wantLine: 2,
 		},
 		{
@@ -623,7 +623,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				cpus NaN
 			}`,
-			wantErr:  `cpus: "NaN" must be a number`,
+			wantErr:  `cpus NaN out of range: must be a number`,
 			wantLine: 2,
 		},
 		{
@@ -639,7 +639,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				nofile 0
 			}`,
-			wantErr:  `nofile: "0" must be an integer from 1 to 1048576`,
+			wantErr:  `nofile 0 under the minimum: must be an integer from 1 to 1048576`,
 			wantLine: 2,
 		},
 		{
@@ -647,7 +647,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				nofile 1048577
 			}`,
-			wantErr:  `nofile: "1048577" must be an integer from 1 to 1048576`,
+			wantErr:  `nofile 1048577 over the maximum: must be an integer from 1 to 1048576`,
 			wantLine: 2,
 		},
 		{
@@ -655,7 +655,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				nofile lots
 			}`,
-			wantErr:  `nofile: "lots" must be an integer`,
+			wantErr:  `nofile: "lots" is not an integer`,
 			wantLine: 2,
 		},
 		{
@@ -1135,7 +1135,7 @@ func TestParseGlobalOptionErrors(t *testing.T) {
 			input: `spawn {
 				image_wait -1s
 			}`,
-			wantErr:  `image_wait: bad duration "-1s"`,
+			wantErr:  `image_wait: must not be negative, got -1s`,
 			wantLine: 2,
 		},
 		{

@@ -96,58 +96,81 @@ func readCGIHead(br *bufio.Reader) (cgiHead, error) {
 		if len(line) == 0 {
 			break
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return cgiHead{}, malformed(lineNo, "obsolete line folding")
+		name, value, err := parseCGIHeaderField(line, lineNo)
+		if err != nil {
+			return cgiHead{}, err
 		}
-		rawName, rawValue, ok := bytes.Cut(line, []byte{':'})
-		if !ok && lineNo == 1 && bytes.HasPrefix(line, []byte("HTTP/")) {
-			return cgiHead{}, malformed(lineNo, `HTTP status line; non-parsed-header output is not supported, print "Status: NNN" instead`)
+		if err := head.add(name, value, lineNo, &haveStatus); err != nil {
+			return cgiHead{}, err
 		}
-		if !ok {
-			return cgiHead{}, malformed(lineNo, "missing colon (did the program print headers and an empty line before the body?)")
-		}
-		name := string(rawName)
-		if !httpguts.ValidHeaderFieldName(name) {
-			return cgiHead{}, malformed(lineNo, fmt.Sprintf("invalid field name %.64q", name))
-		}
-		value := strings.Trim(string(rawValue), " \t")
-		if !httpguts.ValidHeaderFieldValue(value) {
-			return cgiHead{}, malformed(lineNo, fmt.Sprintf("invalid value for %.64q", name))
-		}
-
-		name = http.CanonicalHeaderKey(name)
-		switch name {
-		case "Status":
-			if haveStatus {
-				return cgiHead{}, malformed(lineNo, "duplicate Status")
-			}
-			status, err := parseCGIStatus(value)
-			if err != nil {
-				return cgiHead{}, malformed(lineNo, err.Error())
-			}
-			head.Status, haveStatus = status, true
-			continue
-		case "Location":
-			if value == "" {
-				return cgiHead{}, malformed(lineNo, "empty Location")
-			}
-			if head.Header.Get("Location") != "" {
-				return cgiHead{}, malformed(lineNo, "duplicate Location")
-			}
-		case "Content-Length":
-			// Go's ResponseWriter trusts a single valid Content-Length
-			// for framing; two, or a non-number, would reach the client as
-			// conflicting framing.
-			if len(head.Header.Values("Content-Length")) > 0 {
-				return cgiHead{}, malformed(lineNo, "duplicate Content-Length")
-			}
-			if _, err := strconv.ParseUint(value, 10, 63); err != nil {
-				return cgiHead{}, malformed(lineNo, "Content-Length is not a non-negative integer")
-			}
-		}
-		head.Header.Add(name, value)
 	}
+	head.finish(haveStatus)
+	return head, nil
+}
 
+// parseCGIHeaderField splits one header line (without its line end) into
+// a canonical field name and its trimmed value.
+func parseCGIHeaderField(line []byte, lineNo int) (name, value string, err error) {
+	if line[0] == ' ' || line[0] == '\t' {
+		return "", "", malformed(lineNo, "obsolete line folding")
+	}
+	rawName, rawValue, ok := bytes.Cut(line, []byte{':'})
+	if !ok && lineNo == 1 && bytes.HasPrefix(line, []byte("HTTP/")) {
+		return "", "", malformed(lineNo, `HTTP status line; non-parsed-header output is not supported, print "Status: NNN" instead`)
+	}
+	if !ok {
+		return "", "", malformed(lineNo, "missing colon (did the program print headers and an empty line before the body?)")
+	}
+	name = string(rawName)
+	if !httpguts.ValidHeaderFieldName(name) {
+		return "", "", malformed(lineNo, fmt.Sprintf("invalid field name %.64q", name))
+	}
+	value = strings.Trim(string(rawValue), " \t")
+	if !httpguts.ValidHeaderFieldValue(value) {
+		return "", "", malformed(lineNo, fmt.Sprintf("invalid value for %.64q", name))
+	}
+	return http.CanonicalHeaderKey(name), value, nil
+}
+
+// add records one header field: Status sets the status, Location and
+// Content-Length are checked, everything goes into the header.
+func (head *cgiHead) add(name, value string, lineNo int, haveStatus *bool) error {
+	switch name {
+	case "Status":
+		if *haveStatus {
+			return malformed(lineNo, "duplicate Status")
+		}
+		status, err := parseCGIStatus(value)
+		if err != nil {
+			return malformed(lineNo, err.Error())
+		}
+		head.Status, *haveStatus = status, true
+		return nil
+	case "Location":
+		if value == "" {
+			return malformed(lineNo, "empty Location")
+		}
+		if head.Header.Get("Location") != "" {
+			return malformed(lineNo, "duplicate Location")
+		}
+	case "Content-Length":
+		// Go's ResponseWriter trusts a single valid Content-Length
+		// for framing; two, or a non-number, would reach the client as
+		// conflicting framing.
+		if len(head.Header.Values("Content-Length")) > 0 {
+			return malformed(lineNo, "duplicate Content-Length")
+		}
+		if _, err := strconv.ParseUint(value, 10, 63); err != nil {
+			return malformed(lineNo, "Content-Length is not a non-negative integer")
+		}
+	}
+	head.Header.Add(name, value)
+	return nil
+}
+
+// finish drops the hop-by-hop fields and settles the status: the Status
+// field's, else 302 with a Location, else 200.
+func (head *cgiHead) finish(haveStatus bool) {
 	for _, name := range head.Header.Values("Connection") {
 		for _, token := range strings.Split(name, ",") {
 			if token = strings.TrimSpace(token); token != "" {
@@ -158,7 +181,6 @@ func readCGIHead(br *bufio.Reader) (cgiHead, error) {
 	for _, name := range cgiHopByHopHeaders {
 		head.Header.Del(name)
 	}
-
 	switch {
 	case haveStatus:
 	case head.Header.Get("Location") != "":
@@ -166,7 +188,6 @@ func readCGIHead(br *bufio.Reader) (cgiHead, error) {
 	default:
 		head.Status = http.StatusOK
 	}
-	return head, nil
 }
 
 // errCGIHeaderTooLarge is internal to readCGIHead and never returned by it.

@@ -1,25 +1,13 @@
 package caddymodule
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/distribution/reference"
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
 
@@ -56,6 +44,8 @@ const (
 	trailerError = "Spawn-Error"
 )
 
+// Defaults of the handler's settings, applied by setDefaults. The
+// container limits' defaults (memory, pids, cpus, nofile) are spawner's.
 const (
 	defaultPool         = 2
 	defaultQueueTimeout = 5 * time.Second
@@ -63,11 +53,7 @@ const (
 	// defaultMaxRequestBody bounds request bodies unless a route says
 	// otherwise: 100 MiB.
 	defaultMaxRequestBody = 100 << 20
-	stderrTailBytes       = 4 << 10
-	copyBufferSize        = 32 << 10
 )
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 
 // Handler serves every request from a fresh, single-use container of an OCI
 // image, CGI-style: the request's meta-variables become the program's
@@ -210,14 +196,16 @@ type Handler struct {
 	// Default: 5s.
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
 
-	app      *App
-	auth     *snapshots.Auth
-	key      string
-	route    *route
-	logger   *zap.Logger
-	env      []string
-	user     *spawner.User
-	software string
+	app        *App
+	auth       *snapshots.Auth
+	key        string
+	route      *route
+	containers containerSource     // the route's containers; a fake in tests
+	limit      *semaphore.Weighted // MaxConcurrent; nil when unbounded
+	logger     *zap.Logger
+	env        []string
+	user       *spawner.User
+	software   string
 }
 
 // RegistryAuth is a username and password for a registry.
@@ -241,6 +229,115 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // It does no I/O: images are made ready when the app starts.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.setDefaults()
+	repl := caddy.NewReplacer()
+	h.env = resolveEnv(repl, h.Env)
+	simple, _ := caddy.Version()
+	h.software = "Caddy/" + simple + " caddy-spawn"
+
+	appIface, err := ctx.App("spawn")
+	if err != nil {
+		return fmt.Errorf("getting spawn app: %w", err)
+	}
+	h.app = appIface.(*App)
+	if h.User != "" {
+		if h.user, err = parseUser(h.User); err != nil {
+			return fmt.Errorf("user: %w", err)
+		}
+	}
+	if h.RegistryAuth != nil {
+		h.auth = &snapshots.Auth{
+			Username: repl.ReplaceKnown(h.RegistryAuth.Username, ""),
+			Password: repl.ReplaceKnown(h.RegistryAuth.Password, ""),
+		}
+	}
+	return h.loadRoute()
+}
+
+// Validate checks the configuration, naming the field at fault. Each
+// field's rule lives in its checker (checks.go).
+func (h *Handler) Validate() error {
+	var maxBody int64
+	if h.MaxRequestBody != nil {
+		maxBody = *h.MaxRequestBody
+	}
+	var pool int
+	if h.Pool != nil {
+		pool = *h.Pool
+	}
+	return firstError(
+		checkImage(h.Image),
+		h.checkSource(),
+		checkName(h.Name),
+		checkOutput(h.Output),
+		ifSet(h.Timeout, checkTimeout),
+		ifSet(h.Memory, checkMemory),
+		ifSet(h.Pids, checkPids),
+		ifSet(h.CPUs, spawner.CheckCPUs),
+		ifSet(h.Nofile, spawner.CheckNofile[int64]),
+		checkMaxRequestBody(maxBody),
+		checkMaxResponseBytes(h.MaxResponseBytes),
+		ifSet(h.Network, checkNetwork),
+		ifSet(h.User, checkUser),
+		checkPool(pool),
+		ifSet(h.MaxConcurrent, checkMaxConcurrent),
+		ifSet(h.QueueTimeout, checkQueueTimeout),
+		checkEnv(h.Env),
+		checkScriptName(h.ScriptName),
+	)
+}
+
+// Cleanup releases the route; the last config using it drains its pool.
+func (h *Handler) Cleanup() error {
+	if h.key == "" {
+		return nil
+	}
+	_, err := routes.Delete(h.key)
+	return err
+}
+
+// ServeHTTP runs the request in a fresh container, step by step over one
+// exchange (exchange.go). Until the header is sent, a failure is returned
+// for Caddy to answer; after it, the exchange's one abort path ends the
+// response.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	start := time.Now()
+	defer func() {
+		spawnMetrics.requestSeconds.WithLabelValues(h.Name).Observe(time.Since(start).Seconds())
+	}()
+	if err := h.refuseLargeBody(w, r); err != nil {
+		return err
+	}
+	leave, err := h.admit(w, r)
+	if err != nil {
+		return err
+	}
+	defer leave()
+
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.Timeout))
+	defer cancel()
+	ex := newExchange(ctx, h, w, r)
+	if err := ex.acquire(); err != nil {
+		return err
+	}
+	defer ex.end()
+	if err := ex.begin(); err != nil {
+		return err
+	}
+	if err := ex.readHead(); err != nil {
+		return ex.failBeforeHeader(err)
+	}
+	ex.writeHeader()
+	if cut := ex.streamBody(); cut != nil {
+		ex.abort(cut)
+	}
+	ex.finalize()
+	return nil
+}
+
+// setDefaults fills in every handler setting left unset: the one place
+// defaults are applied.
+func (h *Handler) setDefaults() {
 	if h.Timeout == 0 {
 		h.Timeout = caddy.Duration(defaultTimeout)
 	}
@@ -250,23 +347,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Name == "" {
 		h.Name = nameFromImage(h.Image)
 	}
-	repl := caddy.NewReplacer()
-	keys := make([]string, 0, len(h.Env))
-	for k := range h.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		h.env = append(h.env, k+"="+repl.ReplaceKnown(h.Env[k], ""))
-	}
-	simple, _ := caddy.Version()
-	h.software = "Caddy/" + simple + " caddy-spawn"
-
-	appIface, err := ctx.App("spawn")
-	if err != nil {
-		return fmt.Errorf("getting spawn app: %w", err)
-	}
-	h.app = appIface.(*App)
 	if h.Pool == nil {
 		n := defaultPool
 		h.Pool = &n
@@ -281,42 +361,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Network == "" {
 		h.Network = networkNone
 	}
-	if h.User != "" {
-		u, err := parseUser(h.User)
-		if err != nil {
-			return fmt.Errorf("user: %w", err)
-		}
-		h.user = u
+}
+
+// loadRoute finds (or makes) the route of this handler's function, shared
+// across reloads under its key, and registers it with the app.
+func (h *Handler) loadRoute() error {
+	fn, src := h.function(), h.source()
+	key, err := routeKey(h.routeIdentity(fn, src))
+	if err != nil {
+		return err
 	}
-	if h.RegistryAuth != nil {
-		h.auth = &snapshots.Auth{
-			Username: repl.ReplaceKnown(h.RegistryAuth.Username, ""),
-			Password: repl.ReplaceKnown(h.RegistryAuth.Password, ""),
-		}
-	}
-	h.key = h.routeKey()
-	val, _, err := routes.LoadOrNew(h.key, func() (caddy.Destructor, error) {
-		src := snapshots.Source{
-			Ref:     h.Image,
-			Archive: h.ImageArchive,
-			Pull:    snapshots.PullPolicy(h.PullPolicy),
-			Auth:    h.auth,
-		}
-		r := newRoute(h.key, h.Name, src, spawner.Function{
-			Name:        h.Name,
-			Key:         h.key,
-			Entrypoint:  h.Command,
-			Args:        h.Args,
-			Env:         h.env,
-			WorkingDir:  h.WorkDir,
-			MemoryBytes: h.Memory,
-			Pids:        h.Pids,
-			CPUs:        h.CPUs,
-			Nofile:      uint64(max(h.Nofile, 0)),
-			HostNetwork: h.Network == networkHost,
-			ReadOnly:    h.ReadOnly,
-			User:        h.user,
-		}, *h.Pool)
+	fn.Key, h.key = key, key
+	val, _, err := routes.LoadOrNew(key, func() (caddy.Destructor, error) {
+		r := newRoute(key, h.Name, src, fn, *h.Pool)
 		if h.MaxConcurrent > 0 {
 			r.limit = semaphore.NewWeighted(int64(h.MaxConcurrent))
 		}
@@ -326,600 +383,109 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading route %s: %w", h.Name, err)
 	}
 	h.route = val.(*route)
+	h.limit = h.route.limit
+	h.containers = routeContainers{route: h.route, app: h.app}
 	h.app.register(h.route)
 	return nil
 }
 
-// Cleanup releases the route; the last config using it drains its pool.
-func (h *Handler) Cleanup() error {
-	if h.key == "" {
-		return nil
+// function is the spawner.Function this handler's containers are made
+// from, without its image (resolved when the app starts) and key.
+func (h *Handler) function() spawner.Function {
+	return spawner.Function{
+		Name:        h.Name,
+		Entrypoint:  h.Command,
+		Args:        h.Args,
+		Env:         h.env,
+		WorkingDir:  h.WorkDir,
+		MemoryBytes: h.Memory,
+		Pids:        h.Pids,
+		CPUs:        h.CPUs,
+		Nofile:      uint64(max(h.Nofile, 0)),
+		HostNetwork: h.Network == networkHost,
+		ReadOnly:    h.ReadOnly,
+		User:        h.user,
 	}
-	_, err := routes.Delete(h.key)
-	return err
 }
 
-// routeKey hashes everything that changes the containers of this route,
-// including the app settings they are made with. Timeouts, output mode,
-// body limits and registry credentials don't: changing them keeps the pool
-// and its pinned image. With pull_policy always the key is new at every
-// load, so a reload pulls again and a moved tag gets a fresh pool (the
-// digest can't be part of the key: Provision does no I/O).
-func (h *Handler) routeKey() string {
-	var reload string
+// source is where the route's image comes from.
+func (h *Handler) source() snapshots.Source {
+	return snapshots.Source{
+		Ref:     h.Image,
+		Archive: h.ImageArchive,
+		Pull:    snapshots.PullPolicy(h.PullPolicy),
+		Auth:    h.auth,
+	}
+}
+
+// routeIdentity is what the route key of this handler hashes: its
+// function and image source, its pool, and the app settings its
+// containers are made with. With pull_policy always it also holds a
+// nonce, new at every load, so a reload pulls again and a moved tag gets a
+// fresh pool (the digest can't be part of the key: Provision does no I/O).
+func (h *Handler) routeIdentity(fn spawner.Function, src snapshots.Source) routeIdentity {
+	id := routeIdentity{
+		Function:      fn,
+		Source:        sourceIdentity{Ref: src.Ref, Archive: src.Archive, Pull: h.PullPolicy},
+		PoolSize:      *h.Pool,
+		MaxConcurrent: h.MaxConcurrent,
+		Backend: backendIdentity{
+			Address: h.app.Address, Namespace: h.app.Namespace, Snapshotter: h.app.Snapshotter,
+			Runtime: h.app.Runtime, RuncBinary: h.app.RuncBinary, Managed: h.app.Managed,
+		},
+	}
 	if h.PullPolicy == string(snapshots.PullAlways) {
-		reload = spawner.NewOwnerID()
+		id.Reload = spawner.NewOwnerID()
 	}
-	b, _ := json.Marshal(struct {
-		Pull, Reload                     string
-		Image, Archive, Name, WorkDir    string
-		Command, Args, Env               []string
-		Memory, Pids, Nofile             int64
-		CPUs                             float64
-		Network                          string
-		ReadOnly                         bool
-		User                             *spawner.User
-		Pool, MaxConcurrent              int
-		Address, Namespace, Snap, RT, RB string
-		Managed                          *ManagedContainerd
-	}{
-		h.PullPolicy, reload,
-		h.Image, h.ImageArchive, h.Name, h.WorkDir,
-		h.Command, h.Args, h.env,
-		h.Memory, h.Pids, h.Nofile,
-		h.CPUs,
-		h.Network,
-		h.ReadOnly,
-		h.user,
-		*h.Pool, h.MaxConcurrent,
-		h.app.Address, h.app.Namespace, h.app.Snapshotter, h.app.Runtime, h.app.RuncBinary,
-		h.app.Managed,
-	})
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
+	return id
 }
 
-// Validate checks the configuration, naming the field at fault.
-func (h *Handler) Validate() error {
-	if h.Image == "" {
-		return errors.New("image: required")
-	}
-	if _, err := reference.ParseDockerRef(h.Image); err != nil {
-		return fmt.Errorf("image: %q is not a valid image reference: %w", h.Image, err)
-	}
-	if err := h.validateSource(); err != nil {
-		return err
-	}
-	if !spawner.ValidName(h.Name) {
-		return fmt.Errorf("name: %q must be 1-40 lowercase letters and digits, separated by single '-' (set name explicitly)", h.Name)
-	}
-	if h.Output != outputCGI && h.Output != outputRaw {
-		return fmt.Errorf("output: %q must be %q or %q", h.Output, outputCGI, outputRaw)
-	}
-	if h.Timeout < 0 {
-		return errors.New("timeout: must not be negative")
-	}
-	if h.Memory < 0 || (h.Memory > 0 && h.Memory < 4<<20) {
-		return errors.New("memory: must be at least 4 MiB")
-	}
-	if h.Pids < 0 {
-		return errors.New("pids: must not be negative")
-	}
-	if h.CPUs != 0 && !(h.CPUs >= spawner.MinCPUs && h.CPUs <= spawner.MaxCPUs) {
-		return fmt.Errorf("cpus: %g must be between %g and %d", h.CPUs, spawner.MinCPUs, spawner.MaxCPUs)
-	}
-	if h.Nofile < 0 || h.Nofile > spawner.MaxNofile {
-		return fmt.Errorf("nofile: %d must be between 1 and %d", h.Nofile, spawner.MaxNofile)
-	}
-	if h.MaxRequestBody != nil && *h.MaxRequestBody < 0 {
-		return errors.New("max_request_body: must not be negative (0 is unlimited)")
-	}
-	if h.MaxResponseBytes < 0 {
-		return errors.New("max_response_bytes: must not be negative (0 is unlimited)")
-	}
-	if h.Network != "" && h.Network != networkNone && h.Network != networkHost {
-		return fmt.Errorf("network: %q must be %q or %q", h.Network, networkNone, networkHost)
-	}
-	if h.User != "" {
-		if _, err := parseUser(h.User); err != nil {
-			return fmt.Errorf("user: %w", err)
-		}
-	}
-	if h.Pool != nil && (*h.Pool < 0 || *h.Pool > 256) {
-		return fmt.Errorf("pool: %d must be between 0 and 256", *h.Pool)
-	}
-	if h.MaxConcurrent < 0 {
-		return errors.New("max_concurrent: must not be negative")
-	}
-	if h.QueueTimeout < 0 {
-		return errors.New("queue_timeout: must not be negative")
-	}
-	for k := range h.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return fmt.Errorf("env: invalid variable name %q", k)
-		}
-	}
-	if h.ScriptName != "" && !strings.HasPrefix(h.ScriptName, "/") {
-		return fmt.Errorf("script_name: %q must start with '/'", h.ScriptName)
-	}
-	return nil
-}
-
-// validateSource checks where the image comes from: pull_policy,
-// image_archive and registry_auth, and that they don't contradict.
-func (h *Handler) validateSource() error {
-	if !snapshots.ValidPullPolicy(snapshots.PullPolicy(h.PullPolicy)) {
-		return fmt.Errorf("pull_policy: %q must be %q, %q or %q", h.PullPolicy, snapshots.PullMissing, snapshots.PullAlways, snapshots.PullNever)
-	}
-	if h.ImageArchive != "" && h.PullPolicy == string(snapshots.PullAlways) {
-		return errors.New("pull_policy: always contradicts image_archive: with an archive nothing is pulled")
-	}
-	if h.RegistryAuth != nil {
-		switch {
-		case h.RegistryAuth.Username == "":
-			return errors.New("registry_auth: username required")
-		case h.ImageArchive != "":
-			return errors.New("registry_auth: has no use with image_archive: with an archive nothing is pulled")
-		case h.PullPolicy == string(snapshots.PullNever):
-			return errors.New("registry_auth: has no use with pull_policy never")
-		}
-	}
-	return nil
-}
-
-// ServeHTTP runs the request in a fresh container.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	start := time.Now()
-	defer func() {
-		spawnMetrics.requestSeconds.WithLabelValues(h.Name).Observe(time.Since(start).Seconds())
-	}()
-
-	// A body known to be too large is refused before anything starts.
-	maxBody := h.maxRequestBody()
-	if maxBody > 0 && r.ContentLength > maxBody {
+// refuseLargeBody refuses, before anything starts, a body whose
+// Content-Length is over max_request_body.
+func (h *Handler) refuseLargeBody(w http.ResponseWriter, r *http.Request) error {
+	if maxBody := *h.MaxRequestBody; maxBody > 0 && r.ContentLength > maxBody {
 		closeAfterReply(w, r)
 		return httpError(fmt.Errorf("route %s: %w: Content-Length %d over max_request_body %d",
 			h.Name, errBodyTooLarge, r.ContentLength, maxBody))
 	}
-
-	if lim := h.route.limit; lim != nil {
-		qctx, qcancel := context.WithTimeout(r.Context(), time.Duration(h.QueueTimeout))
-		err := lim.Acquire(qctx, 1)
-		qcancel()
-		if err != nil {
-			if r.Context().Err() != nil {
-				return httpError(fmt.Errorf("route %s: %w", h.Name, errClientGone))
-			}
-			w.Header().Set("Retry-After", "1")
-			return httpError(fmt.Errorf("route %s: %w (max_concurrent %d)", h.Name, errOverloaded, h.MaxConcurrent))
-		}
-		defer lim.Release(1)
-	}
-
-	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.Timeout))
-	defer cancel()
-
-	// The program may answer while it still reads the body (a filter such as
-	// cat does): HTTP/1 needs full duplex for that; HTTP/2 and 3 have it.
-	rc := http.NewResponseController(w)
-	_ = rc.EnableFullDuplex()
-
-	acquireStart := time.Now()
-	inst, warm, ready, err := h.route.acquire(ctx, time.Duration(h.app.ImageWait))
-	if !ready && err == nil {
-		w.Header().Set("Retry-After", "5")
-		return httpError(fmt.Errorf("route %s: %w", h.Name, errImageNotReady))
-	}
-	if err != nil {
-		if errors.Is(err, spawner.ErrUnavailable) || errors.Is(err, spawner.ErrClosed) {
-			w.Header().Set("Retry-After", "5")
-		}
-		return httpError(h.causeOf(ctx, r, fmt.Errorf("%w: %w", errStartFailed, err)))
-	}
-	defer h.route.release(h.app.spawner, inst)
-	h.recordStart(r, inst, warm, time.Since(acquireStart))
-
-	// Kill the container the moment the request times out or the client
-	// goes away; its stdout then ends and the copy below returns.
-	stopWatch := context.AfterFunc(ctx, func() { inst.Kill(context.Background()) })
-	defer stopWatch()
-
-	stderr := newStderrTail(stderrTailBytes)
-	stderrDone := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(stderr, inst.Stderr())
-		close(stderrDone)
-	}()
-
-	if err := inst.Begin(h.requestEnv(r)); err != nil {
-		return httpError(h.causeOf(ctx, r, fmt.Errorf("%w: %w", errStartFailed, err)))
-	}
-	// Set by feedStdin, before it kills the container, when the body goes
-	// over max_request_body.
-	var bodyTooLarge atomic.Bool
-	go h.feedStdin(inst, r, maxBody, &bodyTooLarge)
-
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	br := bufio.NewReaderSize(inst.Stdout(), copyBufferSize)
-	stdoutEOF := false
-	defer func() {
-		if !stdoutEOF {
-			// A response that ends early leaves the program's output
-			// unread, and the shim reports no exit of a killed container
-			// while its stdout waits for a reader: drain it, off the
-			// request, so teardown doesn't stall.
-			go func() { _, _ = io.Copy(io.Discard, br) }()
-		}
-	}()
-
-	var head cgiHead
-	if h.Output == outputRaw {
-		head = cgiHead{Status: http.StatusOK, Header: make(http.Header)}
-		if _, err = br.Peek(1); errors.Is(err, io.EOF) {
-			err = errNoOutput
-		}
-	} else {
-		head, err = readCGIHead(br)
-	}
-	if err == nil && h.MaxResponseBytes > 0 {
-		// A body announced too large would only be cut short: say so now,
-		// while a status can still tell it.
-		if n, perr := strconv.ParseInt(head.Header.Get("Content-Length"), 10, 64); perr == nil && n > h.MaxResponseBytes {
-			err = fmt.Errorf("%w: Content-Length %d over max_response_bytes %d", errResponseTooLarge, n, h.MaxResponseBytes)
-		}
-	}
-	if err != nil {
-		err = h.failBeforeHeader(ctx, r, inst, err, &bodyTooLarge, stderr, stderrDone)
-		if errors.Is(err, errBodyTooLarge) {
-			closeAfterReply(w, r)
-		}
-		return err
-	}
-
-	hdr := w.Header()
-	for k, v := range head.Header {
-		hdr[k] = v
-	}
-	hdr.Add("Trailer", trailerExitCode)
-	hdr.Add("Trailer", trailerError)
-	w.WriteHeader(head.Status)
-	_ = rc.Flush()
-
-	buf := *bp
-	var sent int64
-	for {
-		n, rerr := br.Read(buf)
-		over := h.MaxResponseBytes > 0 && sent+int64(n) > h.MaxResponseBytes
-		if over {
-			n = int(h.MaxResponseBytes - sent)
-		}
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				inst.Kill(context.Background())
-				h.logger.Warn("client went away during response",
-					zap.String("route", h.Name), zap.String("container", inst.ID), zap.Error(werr))
-				panic(http.ErrAbortHandler)
-			}
-			sent += int64(n)
-			if br.Buffered() == 0 || over {
-				_ = rc.Flush()
-			}
-		}
-		if over {
-			// Only an aborted response tells the client it is incomplete:
-			// a trailer would need a clean end, which looks complete.
-			inst.Kill(context.Background())
-			h.logger.Warn("response cut short",
-				zap.String("route", h.Name), zap.String("container", inst.ID),
-				zap.String("reason", "response over max_response_bytes"),
-				zap.Int64("max_response_bytes", h.MaxResponseBytes))
-			panic(http.ErrAbortHandler)
-		}
-		if rerr != nil {
-			stdoutEOF = true
-			break
-		}
-	}
-	if bodyTooLarge.Load() {
-		// Killed for its request body after the header went out.
-		h.logger.Warn("response cut short",
-			zap.String("route", h.Name), zap.String("container", inst.ID),
-			zap.String("reason", "request body over max_request_body"),
-			zap.Int64("max_request_body", maxBody))
-		panic(http.ErrAbortHandler)
-	}
-
-	select {
-	case <-inst.Done():
-	case <-ctx.Done():
-	}
-	if ctx.Err() != nil {
-		inst.Kill(context.Background())
-		reason := "timeout"
-		if r.Context().Err() != nil {
-			reason = "client went away"
-		}
-		h.logger.Warn("response cut short",
-			zap.String("route", h.Name), zap.String("container", inst.ID), zap.String("reason", reason))
-		panic(http.ErrAbortHandler)
-	}
-	code := inst.ExitCode()
-	hdr.Set(trailerExitCode, strconv.FormatUint(uint64(code), 10))
-	if code != 0 && inst.OOMKilled() {
-		hdr.Set(trailerError, "oom-killed")
-		h.logger.Warn("function killed by its memory limit after the response began",
-			zap.String("route", h.Name), zap.String("container", inst.ID), zap.Int64("memory", h.Memory))
-	}
-	spawnMetrics.exits.WithLabelValues(h.Name, exitCodeLabel(code)).Inc()
-	waitBounded(stderrDone, time.Second)
-	h.logStderr(inst, code, stderr)
 	return nil
 }
 
-// recordStart reports how the container was obtained: metrics, the
-// {http.spawn.*} placeholders and access-log fields.
-func (h *Handler) recordStart(r *http.Request, inst *spawner.Instance, warm bool, took time.Duration) {
-	startType, result := "cold", "miss"
-	if warm {
-		startType, result = "warm", "hit"
+// admit waits up to queue_timeout for one of the route's max_concurrent
+// slots; leave gives it back.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (leave func(), err error) {
+	if h.limit == nil {
+		return func() {}, nil
 	}
-	spawnMetrics.claims.WithLabelValues(h.Name, result).Inc()
-	spawnMetrics.startSeconds.WithLabelValues(h.Name, startType).Observe(took.Seconds())
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.spawn.start_type", startType)
-		repl.Set("http.spawn.start_duration", took)
-		repl.Set("http.spawn.start_duration_ms", float64(took)/float64(time.Millisecond))
-		repl.Set("http.spawn.container", inst.ID)
-	}
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.String("spawn_start", startType))
-		extra.Add(zap.Duration("spawn_start_duration", took))
-		extra.Add(zap.String("spawn_container", inst.ID))
-	}
-}
-
-// requestEnv is the environment sent to the init: CGI variables, then the
-// route's env, which wins.
-func (h *Handler) requestEnv(r *http.Request) []string {
-	cr := cgiRequest{ScriptName: h.ScriptName, ServerSoftware: h.software}
-	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
-		cr.RequestURI = orig.RequestURI
-	}
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		if user, ok := repl.GetString("http.auth.user.id"); ok && user != "" {
-			cr.RemoteUser = user
-		}
-	}
-	env := cgiEnv(r, cr)
-	return append(env, h.env...)
-}
-
-// feedStdin streams the request body into the program's stdin and closes
-// it at EOF. It may outlive ServeHTTP when the program stops reading early;
-// closing stdin (done by Release) ends it. With limit > 0 it passes at most
-// limit bytes: if the body has more, it sets tooLarge and kills the
-// container, leaving stdin open so the program can't take the truncated
-// body for a whole one.
-func (h *Handler) feedStdin(inst *spawner.Instance, r *http.Request, limit int64, tooLarge *atomic.Bool) {
-	if r.Body != nil && r.Body != http.NoBody {
-		var body io.Reader = r.Body
-		if limit > 0 {
-			body = &limitedBody{r: r.Body, left: limit}
-		}
-		bp := bufPool.Get().(*[]byte)
-		_, err := io.CopyBuffer(writerOnly{inst.Stdin()}, body, *bp)
-		bufPool.Put(bp)
-		// Caddy's request_body max_size ends the body the same way.
-		var mbe *http.MaxBytesError
-		if errors.Is(err, errBodyTooLarge) || errors.As(err, &mbe) {
-			tooLarge.Store(true)
-			inst.Kill(context.Background())
-			return
-		}
-		if err != nil {
-			if ce := h.logger.Check(zap.DebugLevel, "request body not fully delivered"); ce != nil {
-				ce.Write(zap.String("route", h.Name), zap.String("container", inst.ID), zap.Error(err))
-			}
-		}
-	}
-	_ = inst.CloseStdin(context.Background())
-}
-
-// failBeforeHeader ends a request that produced no valid header: it kills
-// the container, works out why, logs the program's stderr and returns the
-// error for Caddy to answer with.
-func (h *Handler) failBeforeHeader(ctx context.Context, r *http.Request, inst *spawner.Instance, err error, bodyTooLarge *atomic.Bool, stderr *stderrTail, stderrDone chan struct{}) error {
-	if errors.Is(err, errNoOutput) {
-		// The program closed stdout: wait for its exit to tell why.
-		select {
-		case <-inst.Done():
-		case <-ctx.Done():
-		}
-	}
-	inst.Kill(context.Background())
-	waitBounded(inst.Done(), 2*time.Second)
-	waitBounded(stderrDone, time.Second)
-
-	var cause error
-	var mh malformedHeaderError
-	switch {
-	case bodyTooLarge.Load():
-		// We killed it: the body went over the limit.
-		cause = fmt.Errorf("%w: body over max_request_body %d", errBodyTooLarge, h.maxRequestBody())
-	case ctx.Err() != nil:
-		cause = h.causeOf(ctx, r, ctx.Err())
-	case errors.As(err, &mh):
-		cause = fmt.Errorf("%w: %w", errBadOutput, err)
-	case errors.Is(err, errNoOutput):
-		cause = fmt.Errorf("%w (%s)", errFailedNoOutput, describeExit(inst.ExitCode()))
-		if inst.ExitCode() != 0 && inst.OOMKilled() {
-			cause = fmt.Errorf("%w (%s; out of memory: the memory limit killed it)", errFailedNoOutput, describeExit(inst.ExitCode()))
-		}
-	case errors.Is(err, errResponseTooLarge):
-		cause = err
-	default:
-		cause = fmt.Errorf("%w: %w", errBadOutput, err)
-	}
-	code := uint32(0)
-	select {
-	case <-inst.Done():
-		code = inst.ExitCode()
-	default:
-	}
-	h.logStderr(inst, code, stderr)
-	return httpError(fmt.Errorf("route %s, container %s: %w", h.Name, inst.ID, cause))
-}
-
-// causeOf tells a timeout from a client that went away.
-func (h *Handler) causeOf(ctx context.Context, r *http.Request, err error) error {
-	switch {
-	case r.Context().Err() != nil:
-		return fmt.Errorf("%w: %w", errClientGone, err)
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("%w after %s: %w", errTimeout, time.Duration(h.Timeout), err)
-	}
-	return err
-}
-
-// logStderr logs what the program wrote to stderr, bounded, never mixed
-// into the response.
-func (h *Handler) logStderr(inst *spawner.Instance, code uint32, stderr *stderrTail) {
-	text, total := stderr.String()
-	if total == 0 {
-		return
-	}
-	lvl := zap.InfoLevel
-	if code != 0 {
-		lvl = zap.WarnLevel
-	}
-	if ce := h.logger.Check(lvl, "function stderr"); ce != nil {
-		ce.Write(
-			zap.String("route", h.Name),
-			zap.String("image", h.Image),
-			zap.String("container", inst.ID),
-			zap.Uint32("exit_code", code),
-			zap.Int64("stderr_bytes", total),
-			zap.String("stderr", text))
-	}
-}
-
-// closeAfterReply marks an HTTP/1 connection for closing after a response
-// that leaves the request body unread. Without it, Go's server would first
-// try to read up to 256 KiB of the body to keep the connection, waiting on
-// a client that waits for the response (Caddy wraps the body, which hides
-// its size). HTTP/2 and 3 need nothing: a stream ends on its own.
-func closeAfterReply(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 {
-		w.Header().Set("Connection", "close")
-	}
-}
-
-// maxRequestBody is the body limit in bytes, 0 for none.
-func (h *Handler) maxRequestBody() int64 {
-	if h.MaxRequestBody == nil {
-		return defaultMaxRequestBody
-	}
-	return *h.MaxRequestBody
-}
-
-// limitedBody passes at most left more bytes of r, then fails with
-// errBodyTooLarge if r has more.
-type limitedBody struct {
-	r    io.Reader
-	left int64
-}
-
-func (l *limitedBody) Read(p []byte) (int, error) {
-	// One byte more than allowed tells "exactly at the limit" from "over".
-	if int64(len(p)) > l.left+1 {
-		p = p[:l.left+1]
-	}
-	n, err := l.r.Read(p)
-	if int64(n) > l.left {
-		n = int(l.left)
-		l.left = 0
-		return n, errBodyTooLarge
-	}
-	l.left -= int64(n)
-	return n, err
-}
-
-// describeExit says how a program ended, from its exit code (128+n for
-// signal n, as a shell reports it).
-func describeExit(code uint32) string {
-	if code > 128 && code < 128+65 {
-		sig := syscall.Signal(code - 128)
-		return fmt.Sprintf("exit code %d: killed by signal %d (%s)", code, code-128, sig)
-	}
-	return fmt.Sprintf("exit code %d", code)
-}
-
-// parseUser parses "<uid>" or "<uid>:<gid>", numeric; the gid defaults to
-// the uid.
-func parseUser(s string) (*spawner.User, error) {
-	uidStr, gidStr, hasGID := strings.Cut(s, ":")
-	uid, err := parseID(uidStr)
+	qctx, qcancel := context.WithTimeout(r.Context(), time.Duration(h.QueueTimeout))
+	err = h.limit.Acquire(qctx, 1)
+	qcancel()
 	if err != nil {
-		return nil, fmt.Errorf("%q: uid %w", s, err)
-	}
-	gid := uid
-	if hasGID {
-		if gid, err = parseID(gidStr); err != nil {
-			return nil, fmt.Errorf("%q: gid %w", s, err)
+		if r.Context().Err() != nil {
+			return nil, httpError(fmt.Errorf("route %s: %w", h.Name, errClientGone))
 		}
+		w.Header().Set("Retry-After", "1")
+		return nil, httpError(fmt.Errorf("route %s: %w (max_concurrent %d)", h.Name, errOverloaded, h.MaxConcurrent))
 	}
-	return &spawner.User{UID: uid, GID: gid}, nil
+	return func() { h.limit.Release(1) }, nil
 }
 
-// parseID parses a numeric user or group ID. 4294967295 is (uid_t)-1,
-// which the kernel treats as "no change".
-func parseID(s string) (uint32, error) {
-	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil || n == math.MaxUint32 {
-		return 0, fmt.Errorf("%q must be a number from 0 to %d (names are not looked up)", s, uint32(math.MaxUint32-1))
+// resolveEnv turns the route's env into sorted KEY=VALUE entries, with
+// global placeholders resolved.
+func resolveEnv(repl *caddy.Replacer, env map[string]string) []string {
+	if len(env) == 0 {
+		return nil
 	}
-	return uint32(n), nil
-}
-
-func waitBounded(ch <-chan struct{}, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ch:
-	case <-t.C:
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
 	}
-}
-
-// writerOnly hides ReaderFrom so io.CopyBuffer uses our pooled buffer.
-type writerOnly struct{ io.Writer }
-
-// stderrTail keeps the last max bytes written to it and counts the rest.
-type stderrTail struct {
-	mu    sync.Mutex
-	max   int
-	buf   []byte
-	total int64
-}
-
-func newStderrTail(max int) *stderrTail { return &stderrTail{max: max} }
-
-func (t *stderrTail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.total += int64(len(p))
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	sort.Strings(keys)
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k+"="+repl.ReplaceKnown(env[k], ""))
 	}
-	return len(p), nil
-}
-
-// String returns the kept tail and the total byte count.
-func (t *stderrTail) String() (string, int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf), t.total
+	return out
 }
 
 // nameFromImage derives a route name from an image reference:

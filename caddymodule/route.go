@@ -2,6 +2,10 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -16,9 +20,56 @@ import (
 
 // routes shares routes — and so their pools of paused containers — across
 // config reloads. The key hashes everything that changes the container
-// (see Handler.routeKey), so an unchanged route keeps its containers and a
-// changed one gets a new pool while the old one drains.
+// (see routeKey), so an unchanged route keeps its containers and a changed
+// one gets a new pool while the old one drains.
 var routes = caddy.NewUsagePool()
+
+// routeIdentity is everything that makes a route's containers what they
+// are: the route key is a hash of it. Timeouts, output mode, body limits
+// and registry credentials are not in it: changing them keeps the pool and
+// its pinned image.
+type routeIdentity struct {
+	// Function is the spawner.Function itself, so a field added to it
+	// changes the key unless it is listed in routeKeyExcluded.
+	Function      spawner.Function
+	Source        sourceIdentity
+	PoolSize      int
+	MaxConcurrent int
+	Backend       backendIdentity
+	// Reload is new at every load with pull_policy always.
+	Reload string
+}
+
+// sourceIdentity is where the image comes from, without credentials.
+type sourceIdentity struct {
+	Ref, Archive, Pull string
+}
+
+// backendIdentity is the app settings containers are made with.
+type backendIdentity struct {
+	Address, Namespace, Snapshotter, Runtime, RuncBinary string
+	Managed                                              *ManagedContainerd
+}
+
+// routeKeyExcluded lists the fields of spawner.Function that routeKey
+// leaves out, and why. Every other field changes the key (a test checks
+// both, field by field).
+var routeKeyExcluded = map[string]string{
+	"Key":   "it is the route key itself, derived from the rest",
+	"Image": "a runtime handle, set once the image is ready; the key holds the image's source instead",
+}
+
+// routeKey is a stable hash of id: a short hex string.
+func routeKey(id routeIdentity) (string, error) {
+	id.Function.Key = ""
+	id.Function.Image = nil
+	b, err := json.Marshal(id)
+	if err != nil {
+		return "", fmt.Errorf("encoding route %s: %w", id.Function.Name, err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
+}
 
 // route is one function as the app sees it: its image source and, once the
 // image is ready, the spawner.Function and its pool.
@@ -75,9 +126,9 @@ func (r *route) isReady() bool {
 }
 
 // acquire waits up to wait for the route's image, then returns a running
-// container: warm from the pool, or cold. ok is false if the image is
-// still not ready.
-func (r *route) acquire(ctx context.Context, wait time.Duration) (inst *spawner.Instance, warm, ok bool, err error) {
+// container: warm from the pool, or cold. It fails with errImageNotReady
+// if the image is still not ready.
+func (r *route) acquire(ctx context.Context, wait time.Duration) (inst *spawner.Instance, warm bool, err error) {
 	select {
 	case <-r.ready:
 	default:
@@ -86,13 +137,12 @@ func (r *route) acquire(ctx context.Context, wait time.Duration) (inst *spawner.
 		select {
 		case <-r.ready:
 		case <-t.C:
-			return nil, false, false, nil
+			return nil, false, errImageNotReady
 		case <-ctx.Done():
-			return nil, false, false, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 	}
-	inst, warm, err = r.pool.Acquire(ctx)
-	return inst, warm, true, err
+	return r.pool.Acquire(ctx)
 }
 
 // release tears a used container down in the background and lets the pool

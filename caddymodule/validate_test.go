@@ -182,7 +182,7 @@ func TestHandlerValidate(t *testing.T) {
 		{
 			name:    "negative timeout",
 			modify:  func(h *Handler) { h.Timeout = caddy.Duration(-time.Second) },
-			wantErr: "timeout: must not be negative",
+			wantErr: "timeout: must be positive, got -1s",
 		},
 		{
 			name:    "memory too small",
@@ -197,32 +197,32 @@ func TestHandlerValidate(t *testing.T) {
 		{
 			name:    "negative pids",
 			modify:  func(h *Handler) { h.Pids = -1 },
-			wantErr: "pids: must not be negative",
+			wantErr: "pids: -1 must be a positive integer",
 		},
 		{
 			name:    "cpus under the minimum",
 			modify:  func(h *Handler) { h.CPUs = 0.009 },
-			wantErr: "cpus: 0.009 must be between 0.01 and 1024",
+			wantErr: "cpus 0.009 out of range: must be a number from 0.01 to 1024",
 		},
 		{
 			name:    "negative cpus",
 			modify:  func(h *Handler) { h.CPUs = -1 },
-			wantErr: "cpus: -1 must be between",
+			wantErr: "cpus -1 out of range",
 		},
 		{
 			name:    "cpus over the maximum",
 			modify:  func(h *Handler) { h.CPUs = 1025 },
-			wantErr: "cpus: 1025 must be between",
+			wantErr: "cpus 1025 out of range",
 		},
 		{
 			name:    "negative nofile",
 			modify:  func(h *Handler) { h.Nofile = -1 },
-			wantErr: "nofile: -1 must be between 1 and 1048576",
+			wantErr: "nofile -1 under the minimum: must be an integer from 1 to 1048576",
 		},
 		{
 			name:    "nofile over the maximum",
 			modify:  func(h *Handler) { h.Nofile = 1<<20 + 1 },
-			wantErr: "nofile: 1048577 must be between",
+			wantErr: "nofile 1048577 over the maximum",
 		},
 		{
 			name:    "negative max_request_body",

@@ -99,15 +99,42 @@ type User struct {
 	UID, GID uint32
 }
 
+// CheckCPUs checks a CPU quota that is set (zero means DefaultCPUs and
+// needs no check). It is the one home of the rule: the Caddy module checks
+// its config with it too.
+func CheckCPUs(cpus float64) error {
+	if !(cpus >= MinCPUs && cpus <= MaxCPUs) { // NaN fails too
+		return fmt.Errorf("cpus %g out of range: must be a number from %g to %d", cpus, MinCPUs, MaxCPUs)
+	}
+	return nil
+}
+
+// CheckNofile checks an open-file limit that is set (zero means
+// DefaultNofile and needs no check). It is the one home of the rule: the
+// Caddy module checks its config with it too.
+func CheckNofile[N int64 | uint64](nofile N) error {
+	switch {
+	case nofile < 1:
+		return fmt.Errorf("nofile %d under the minimum: must be an integer from 1 to %d", nofile, MaxNofile)
+	case nofile > MaxNofile:
+		return fmt.Errorf("nofile %d over the maximum: must be an integer from 1 to %d", nofile, MaxNofile)
+	}
+	return nil
+}
+
 func (f *Function) validate() error {
 	if f.Name == "" {
 		return fmt.Errorf("function has no name")
 	}
-	if f.CPUs != 0 && !(f.CPUs >= MinCPUs && f.CPUs <= MaxCPUs) {
-		return fmt.Errorf("function %s: cpus %g out of range [%g, %d]", f.Name, f.CPUs, MinCPUs, MaxCPUs)
+	if f.CPUs != 0 {
+		if err := CheckCPUs(f.CPUs); err != nil {
+			return fmt.Errorf("function %s: %w", f.Name, err)
+		}
 	}
-	if f.Nofile > MaxNofile {
-		return fmt.Errorf("function %s: nofile %d over %d", f.Name, f.Nofile, MaxNofile)
+	if f.Nofile != 0 {
+		if err := CheckNofile(f.Nofile); err != nil {
+			return fmt.Errorf("function %s: %w", f.Name, err)
+		}
 	}
 	if f.Image == nil || f.Image.Image == nil {
 		return fmt.Errorf("function %s: %w", f.Name, ErrImageNotReady)

@@ -49,61 +49,88 @@ type cgiRequest struct {
 // same reason as such headers; a handler wanting a clean 400 instead must
 // check the path itself.
 func cgiEnv(r *http.Request, cr cgiRequest) []string {
-	env := make([]string, 0, 24+len(r.Header))
-	add := func(key, value string) {
-		if strings.IndexByte(value, 0) >= 0 {
-			return
-		}
-		env = append(env, key+"="+value)
-	}
-
+	env := cgiVars(make([]string, 0, 24+len(r.Header)))
 	if cr.AuthType != "" {
-		add("AUTH_TYPE", cr.AuthType)
+		env.add("AUTH_TYPE", cr.AuthType)
 	}
 	// A chunked body has ContentLength -1. RFC 3875 §4.1.2 wants the
 	// decoded length, known only after buffering the whole body; we
 	// stream it instead and leave CONTENT_LENGTH unset, so the program
 	// reads stdin to EOF.
 	if r.ContentLength > 0 && r.Body != nil && r.Body != http.NoBody {
-		add("CONTENT_LENGTH", strconv.FormatInt(r.ContentLength, 10))
+		env.add("CONTENT_LENGTH", strconv.FormatInt(r.ContentLength, 10))
 	}
 	if ct := r.Header.Values("Content-Type"); len(ct) > 0 {
-		add("CONTENT_TYPE", ct[0])
+		env.add("CONTENT_TYPE", ct[0])
 	}
-	add("GATEWAY_INTERFACE", "CGI/1.1")
-
-	scriptName := strings.TrimRight(cr.ScriptName, "/")
-	pathInfo := stripScriptName(r.URL.Path, scriptName)
-	add("PATH_INFO", pathInfo)
-	if cr.DocumentRoot != "" && pathInfo != "" {
-		// Cleaned as a rooted path first, so "/../x" stays under the root.
-		add("PATH_TRANSLATED", path.Join(cr.DocumentRoot, path.Clean("/"+pathInfo)))
-	}
-	add("QUERY_STRING", r.URL.RawQuery)
-
-	remoteAddr, remotePort := r.RemoteAddr, ""
-	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		remoteAddr, remotePort = host, port
-	}
-	add("REMOTE_ADDR", remoteAddr)
-	// No reverse DNS lookup: RFC 3875 §4.1.9 allows REMOTE_ADDR here.
-	add("REMOTE_HOST", remoteAddr)
-	if remotePort != "" {
-		add("REMOTE_PORT", remotePort)
-	}
-	if cr.RemoteUser != "" {
-		add("REMOTE_USER", cr.RemoteUser)
-	}
-
+	env.add("GATEWAY_INTERFACE", "CGI/1.1")
+	env.addPath(r, cr)
+	env.addRemote(r, cr)
 	method := r.Method
 	if method == "" {
 		method = http.MethodGet
 	}
-	add("REQUEST_METHOD", method)
-	add("REQUEST_URI", requestURI(r, cr))
-	add("SCRIPT_NAME", scriptName)
+	env.add("REQUEST_METHOD", method)
+	env.add("REQUEST_URI", requestURI(r, cr))
+	hostHeader := env.addServer(r, cr)
 
-	hostHeader := r.Host
+	headerVars := cgiHeaderVars(r.Header)
+	if _, ok := headerVars["HTTP_HOST"]; !ok && hostHeader != "" {
+		headerVars["HTTP_HOST"] = hostHeader
+	}
+	for key, value := range headerVars {
+		env.add(key, value)
+	}
+	slices.Sort(env)
+	return env
+}
+
+// cgiVars are meta-variables as KEY=VALUE entries.
+type cgiVars []string
+
+// add adds one variable, unless its value holds a NUL, which no
+// environment can.
+func (env *cgiVars) add(key, value string) {
+	if strings.IndexByte(value, 0) >= 0 {
+		return
+	}
+	*env = append(*env, key+"="+value)
+}
+
+// addPath adds PATH_INFO, PATH_TRANSLATED, QUERY_STRING and SCRIPT_NAME.
+func (env *cgiVars) addPath(r *http.Request, cr cgiRequest) {
+	scriptName := strings.TrimRight(cr.ScriptName, "/")
+	pathInfo := stripScriptName(r.URL.Path, scriptName)
+	env.add("PATH_INFO", pathInfo)
+	if cr.DocumentRoot != "" && pathInfo != "" {
+		// Cleaned as a rooted path first, so "/../x" stays under the root.
+		env.add("PATH_TRANSLATED", path.Join(cr.DocumentRoot, path.Clean("/"+pathInfo)))
+	}
+	env.add("QUERY_STRING", r.URL.RawQuery)
+	env.add("SCRIPT_NAME", scriptName)
+}
+
+// addRemote adds the REMOTE_* variables.
+func (env *cgiVars) addRemote(r *http.Request, cr cgiRequest) {
+	remoteAddr, remotePort := r.RemoteAddr, ""
+	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		remoteAddr, remotePort = host, port
+	}
+	env.add("REMOTE_ADDR", remoteAddr)
+	// No reverse DNS lookup: RFC 3875 §4.1.9 allows REMOTE_ADDR here.
+	env.add("REMOTE_HOST", remoteAddr)
+	if remotePort != "" {
+		env.add("REMOTE_PORT", remotePort)
+	}
+	if cr.RemoteUser != "" {
+		env.add("REMOTE_USER", cr.RemoteUser)
+	}
+}
+
+// addServer adds the SERVER_* variables, HTTPS and REQUEST_SCHEME, and
+// returns the Host the request was sent to.
+func (env *cgiVars) addServer(r *http.Request, cr cgiRequest) (hostHeader string) {
+	hostHeader = r.Host
 	if hostHeader == "" {
 		hostHeader = r.URL.Host
 	}
@@ -114,36 +141,25 @@ func cgiEnv(r *http.Request, cr cgiRequest) []string {
 			serverPort = "443"
 		}
 	}
-	add("SERVER_NAME", serverName)
-	add("SERVER_PORT", serverPort)
+	env.add("SERVER_NAME", serverName)
+	env.add("SERVER_PORT", serverPort)
 	proto := r.Proto
 	if proto == "" {
 		proto = "HTTP/1.1"
 	}
-	add("SERVER_PROTOCOL", proto)
+	env.add("SERVER_PROTOCOL", proto)
 	software := cr.ServerSoftware
 	if software == "" {
 		software = "caddy-spawn"
 	}
-	add("SERVER_SOFTWARE", software)
-
+	env.add("SERVER_SOFTWARE", software)
 	if r.TLS != nil {
-		add("HTTPS", "on")
-		add("REQUEST_SCHEME", "https")
+		env.add("HTTPS", "on")
+		env.add("REQUEST_SCHEME", "https")
 	} else {
-		add("REQUEST_SCHEME", "http")
+		env.add("REQUEST_SCHEME", "http")
 	}
-
-	headerVars := cgiHeaderVars(r.Header)
-	if _, ok := headerVars["HTTP_HOST"]; !ok && hostHeader != "" {
-		headerVars["HTTP_HOST"] = hostHeader
-	}
-	for key, value := range headerVars {
-		add(key, value)
-	}
-
-	slices.Sort(env)
-	return env
+	return hostHeader
 }
 
 // cgiHeaderVars maps request headers to HTTP_* variables, skipping the

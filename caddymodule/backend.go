@@ -1,0 +1,185 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-spawn/caddy-spawn/spawner"
+)
+
+// backends shares containerd connections (and managed daemons) across config
+// reloads, keyed by socket address or managed root.
+var backends = caddy.NewUsagePool()
+
+// backend is a containerd connection, plus the daemon when it is managed.
+type backend struct {
+	address string
+	client  *client.Client
+	daemon  *spawner.Daemon
+	fast    *spawner.FastPath // nil: containers run on the runc shim
+	logger  *zap.Logger
+
+	mu       sync.Mutex
+	used     map[string]string // namespace → snapshotter, swept at the end
+	spawners map[spawner.Config]*spawner.Spawner
+}
+
+// spawner returns the Spawner for cfg, shared by every config that uses
+// the same settings, so that routes kept across reloads and the app agree.
+func (b *backend) spawner(cfg spawner.Config) (*spawner.Spawner, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	key := cfg
+	key.Logger = nil
+	if s, ok := b.spawners[key]; ok {
+		return s, nil
+	}
+	s, err := spawner.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.spawners[key] = s
+	return s, nil
+}
+
+// use records a namespace and snapshotter to sweep when the backend goes.
+func (b *backend) use(ns, snapshotter string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used[ns] = snapshotter
+}
+
+// Destruct closes the connection and stops a managed daemon. Containers of
+// live routes have been torn down by then.
+func (b *backend) Destruct() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The last config using this containerd is gone: remove our containers
+	// (pooled and any still serving), then sweep, so nothing of ours is left.
+	b.mu.Lock()
+	for _, s := range b.spawners {
+		s.Close(ctx)
+	}
+	for ns, sn := range b.used {
+		if _, err := spawner.Sweep(ctx, b.client, ns, sn, "", b.logger); err != nil {
+			b.logger.Warn("sweeping at shutdown", zap.String("namespace", ns), zap.Error(err))
+		}
+		if b.fast != nil {
+			if err := spawner.RemoveSandbox(namespaces.WithNamespace(ctx, ns), b.client); err != nil {
+				b.logger.Warn("removing sandbox record", zap.String("namespace", ns), zap.Error(err))
+			}
+		}
+	}
+	b.mu.Unlock()
+	if b.fast != nil {
+		b.fast.Stop(ctx)
+	}
+	err := b.client.Close()
+	if b.daemon != nil {
+		_ = b.daemon.Stop(ctx)
+	}
+	return err
+}
+
+// acquireBackend takes (or makes) the shared backend of the app's address
+// or managed root and returns it with its key in backends.
+func (a *App) acquireBackend() (*backend, string, error) {
+	key := "address:" + a.Address
+	if a.Address == "" {
+		key = "managed:" + a.Managed.Root
+	}
+	val, _, err := backends.LoadOrNew(key, func() (caddy.Destructor, error) { return newBackend(a) })
+	if err != nil {
+		return nil, "", err
+	}
+	b := val.(*backend)
+	b.use(a.Namespace, a.Snapshotter)
+	return b, key, nil
+}
+
+// newBackend connects to the app's containerd, starting it first when it
+// is managed.
+func newBackend(a *App) (*backend, error) {
+	b := &backend{
+		address: a.Address, logger: a.logger,
+		used: map[string]string{}, spawners: map[spawner.Config]*spawner.Spawner{},
+	}
+	if a.Address == "" {
+		d, err := spawner.StartDaemon(context.Background(), spawner.DaemonConfig{
+			Binary:   a.Managed.Binary,
+			Root:     a.Managed.Root,
+			State:    a.Managed.State,
+			LogLevel: a.Managed.LogLevel,
+		}, a.logger)
+		if err != nil {
+			return nil, err
+		}
+		b.daemon = d
+		b.address = d.Address()
+	}
+	c, err := client.New(b.address, client.WithDefaultNamespace(a.Namespace), client.WithTimeout(5*time.Second))
+	if err != nil {
+		if b.daemon != nil {
+			_ = b.daemon.Stop(context.Background())
+		}
+		return nil, fmt.Errorf("connecting to containerd at %s: %w", b.address, err)
+	}
+	b.client = c
+	if a.FastPath != fastPathOff {
+		b.fast = a.startFastPath(b.address)
+	}
+	return b, nil
+}
+
+// startFastPath starts the task server for the containerd at address, or
+// says why it can't and returns nil: containers then run on the runc shim.
+func (a *App) startFastPath(address string) *spawner.FastPath {
+	state := filepath.Join(a.RunDir, "task-server-"+shortHash(address))
+	if a.Managed != nil {
+		state = filepath.Join(a.Managed.State, "task-server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fp, err := spawner.StartFastPath(ctx, spawner.FastPathConfig{
+		StateDir: state, Crun: a.CrunBinary, Containerd: address,
+	}, a.logger)
+	if err != nil {
+		a.logger.Warn("fast path not available; containers run on containerd's runc shim",
+			zap.String("runtime", a.Runtime), zap.Error(err))
+		return nil
+	}
+	return fp
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
+}
+
+// releaseBackend gives the app's backend back; the last user closes it.
+func (a *App) releaseBackend() error {
+	if a.bkey == "" {
+		return nil
+	}
+	key := a.bkey
+	a.bkey = ""
+	if _, err := backends.Delete(key); err != nil {
+		return fmt.Errorf("releasing containerd backend: %w", err)
+	}
+	return nil
+}
+
+// Interface guards
+var _ caddy.Destructor = (*backend)(nil)
