@@ -518,3 +518,62 @@ func TestDeleteRemovesExitedContainer(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceKillThaws: SIGKILL thaws the container's cgroup (v1 freezer
+// and v2 cgroup.freeze), whoever froze it, so the kill takes effect; other
+// signals leave it frozen.
+func TestServiceKillThaws(t *testing.T) {
+	tests := []struct {
+		name      string
+		signal    unix.Signal
+		wantThaw  bool
+		wantState tasktypes.Status
+	}{
+		{name: "SIGKILL", signal: unix.SIGKILL, wantThaw: true, wantState: tasktypes.Status_STOPPED},
+		{name: "SIGWINCH (ignored)", signal: unix.SIGWINCH, wantThaw: false, wantState: tasktypes.Status_PAUSED},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestServer(t)
+			runReaper(t, s.reaper)
+			v1, v2 := t.TempDir(), t.TempDir()
+			s.cgroupRoots = []string{v1, v2}
+			tk := withInit(t, s, "c", true)
+			tk.cgroup = "/spawn/c"
+			tk.paused = true
+			v1File := filepath.Join(v1, tk.cgroup, "freezer.state")
+			v2File := filepath.Join(v2, tk.cgroup, "cgroup.freeze")
+			for file, frozen := range map[string]string{v1File: "FROZEN", v2File: "1"} {
+				if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(file, []byte(frozen), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			v := &service{s: s}
+			if _, err := v.Kill(context.Background(), &taskAPI.KillRequest{ID: "c", Signal: uint32(tc.signal)}); err != nil {
+				t.Fatalf("Kill: %v", err)
+			}
+			want := map[string]string{v1File: "FROZEN", v2File: "1"}
+			if tc.wantThaw {
+				want = map[string]string{v1File: "THAWED", v2File: "0"}
+			}
+			for file, w := range want {
+				if b, _ := os.ReadFile(file); string(b) != w {
+					t.Errorf("%s = %q, want %q", file, b, w)
+				}
+			}
+			if tc.wantState == tasktypes.Status_STOPPED {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if _, err := v.Wait(ctx, &taskAPI.WaitRequest{ID: "c"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if st, err := v.State(context.Background(), &taskAPI.StateRequest{ID: "c"}); err != nil || st.Status != tc.wantState {
+				t.Errorf("State = %v, %v; want %v", st, err, tc.wantState)
+			}
+		})
+	}
+}
