@@ -39,18 +39,24 @@ func (c *crun) run(ctx context.Context, logPath string, stdio [3]*os.File, args 
 			stdio[i] = null
 		}
 	}
-	p, err := os.StartProcess(c.binary, argv, &os.ProcAttr{
-		Dir:   "/",
-		Files: stdio[:],
-		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+	pid, exited, err := c.reaper.start(func() (int, error) {
+		p, err := os.StartProcess(c.binary, argv, &os.ProcAttr{
+			Dir:   "/",
+			Files: stdio[:],
+			Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		})
+		if err != nil {
+			return 0, err
+		}
+		pid := p.Pid
+		_ = p.Release()
+		return pid, nil
 	})
 	if err != nil {
 		return fmt.Errorf("starting crun %s: %w", args[0], err)
 	}
-	pid := p.Pid
-	_ = p.Release()
 	select {
-	case ws := <-c.reaper.wait(pid):
+	case ws := <-exited:
 		if ws.Exited() && ws.ExitStatus() == 0 {
 			return nil
 		}
@@ -63,7 +69,7 @@ func (c *crun) run(ctx context.Context, logPath string, stdio [3]*os.File, args 
 
 func describe(ws unix.WaitStatus) string {
 	if ws.Signaled() {
-		return "killed by " + ws.Signal().String()
+		return "killed by " + unix.SignalName(ws.Signal())
 	}
 	return "exit status " + strconv.Itoa(ws.ExitStatus())
 }
@@ -104,11 +110,15 @@ func (c *crun) create(ctx context.Context, id, bundle string, stdio [3]*os.File)
 // `crun start` does, without starting a process: opening the FIFO for
 // writing and writing one byte lets the init's blocking read return and
 // exec the program.
-func (c *crun) start(ctx context.Context, id, bundle string) error {
+func (c *crun) start(ctx context.Context, id, bundle string, hooks bool) error {
 	fifo := filepath.Join(c.root, id, "exec.fifo")
 	f, err := os.OpenFile(fifo, os.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		// The layout is crun's; fall back to crun itself.
+	if hooks || err != nil {
+		if err == nil {
+			f.Close()
+		}
+		// OCI hooks (poststart) need crun; and the layout is crun's:
+		// fall back to crun itself if it is not what we expect.
 		return c.run(ctx, filepath.Join(bundle, "crun.log"), [3]*os.File{}, "start", id)
 	}
 	defer f.Close()

@@ -57,7 +57,7 @@ func TestCrunRun(t *testing.T) {
 		{name: "failure with a message", body: `printf 'warning: x\nerror: boom\n' >> "$log"; exit 1`,
 			wantErr: []string{"crun state", "exit status 1", "warning: x; error: boom"}},
 		{name: "failure without a message", body: "exit 2", wantErr: []string{"exit status 2", "no message"}},
-		{name: "killed", body: "kill -9 $$", wantErr: []string{"killed by killed"}},
+		{name: "killed", body: "kill -9 $$", wantErr: []string{"killed by SIGKILL"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,7 +11,9 @@ import (
 
 // unclaimedTTL bounds how long the exit of a process nobody waits for is
 // kept: orphans of a container's PID namespace are reparented to us too.
-const unclaimedTTL = time.Minute
+// PIDs come round quickly at hundreds of containers a second, so wait also
+// checks that a kept exit is not of an earlier process with the same PID.
+const unclaimedTTL = 10 * time.Second
 
 // reaper waits for every child of this process, including container inits
 // that crun leaves to us (we are a child subreaper), and hands each exit to
@@ -90,18 +92,38 @@ func (r *reaper) expire() {
 	}
 }
 
-// wait returns a channel that receives pid's exit status once.
+// wait returns a channel that receives pid's exit status once. pid must
+// be a child of ours (or reparented to us) that we have not waited for.
 func (r *reaper) wait(pid int) <-chan unix.WaitStatus {
 	ch := make(chan unix.WaitStatus, 1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e, ok := r.unclaimed[pid]; ok {
 		delete(r.unclaimed, pid)
-		ch <- e.status
-		return ch
+		// A process with this PID exists (running, or a zombie not yet
+		// reaped): the kept exit is of an earlier process that had it.
+		if unix.Kill(pid, 0) != nil {
+			ch <- e.status
+			return ch
+		}
 	}
 	r.waiters[pid] = ch
 	return ch
+}
+
+// start starts a child with start and registers its waiter before any
+// exit can be reaped, so its exit can't be taken for an earlier process's.
+func (r *reaper) start(start func() (int, error)) (int, <-chan unix.WaitStatus, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pid, err := start()
+	if err != nil {
+		return 0, nil, err
+	}
+	delete(r.unclaimed, pid) // an earlier process's
+	ch := make(chan unix.WaitStatus, 1)
+	r.waiters[pid] = ch
+	return pid, ch, nil
 }
 
 // exitCode is the status a shim reports: the exit code, or 128+signal.

@@ -204,9 +204,9 @@ func TestExitCode(t *testing.T) {
 		{name: "exit 0", ws: 0, want: 0, desc: "exit status 0"},
 		{name: "exit 3", ws: 3 << 8, want: 3, desc: "exit status 3"},
 		{name: "exit 255", ws: 255 << 8, want: 255, desc: "exit status 255"},
-		{name: "SIGKILL", ws: unix.WaitStatus(unix.SIGKILL), want: 137, desc: "killed by killed"},
-		{name: "SIGTERM", ws: unix.WaitStatus(unix.SIGTERM), want: 143, desc: "killed by terminated"},
-		{name: "SIGSEGV with core", ws: unix.WaitStatus(unix.SIGSEGV) | 0x80, want: 139, desc: "killed by segmentation fault"},
+		{name: "SIGKILL", ws: unix.WaitStatus(unix.SIGKILL), want: 137, desc: "killed by SIGKILL"},
+		{name: "SIGTERM", ws: unix.WaitStatus(unix.SIGTERM), want: 143, desc: "killed by SIGTERM"},
+		{name: "SIGSEGV with core", ws: unix.WaitStatus(unix.SIGSEGV) | 0x80, want: 139, desc: "killed by SIGSEGV"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,8 +50,9 @@ type Server struct {
 	// crun makes a container's cgroup.
 	cgroupRoots []string
 
-	mu    sync.Mutex
-	tasks map[string]*task
+	mu       sync.Mutex
+	tasks    map[string]*task // created: each has its init's pid
+	creating map[string]bool  // IDs being created
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -84,6 +87,7 @@ func New(cfg Config) (*Server, error) {
 		reaper:      r,
 		logger:      cfg.Logger,
 		tasks:       map[string]*task{},
+		creating:    map[string]bool{},
 		stop:        make(chan struct{}),
 	}
 	if cfg.Events != "" {
@@ -109,7 +113,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		l.Close()
 		return err
 	}
+	s.mu.Lock()
 	s.ttrpc = srv
+	s.mu.Unlock()
 	taskAPI.RegisterTTRPCTaskService(srv, &service{s: s})
 	if s.events != nil {
 		go s.events.run(s.stop)
@@ -133,11 +139,14 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
-		if s.ttrpc != nil {
+		s.mu.Lock()
+		srv := s.ttrpc
+		s.mu.Unlock()
+		if srv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			_ = s.ttrpc.Shutdown(ctx)
-			_ = s.ttrpc.Close()
+			_ = srv.Shutdown(ctx)
+			_ = srv.Close()
 		}
 	})
 }
@@ -192,7 +201,9 @@ func (s *Server) SweepLeftovers() {
 		}
 		id := e.Name()
 		var st struct {
+			Pid    int    `json:"pid"`
 			Bundle string `json:"bundle"`
+			Cgroup string `json:"cgroup-path"`
 		}
 		if b, err := os.ReadFile(filepath.Join(s.crun.root, id, "status")); err == nil {
 			_ = json.Unmarshal(b, &st)
@@ -201,14 +212,50 @@ func (s *Server) SweepLeftovers() {
 		err := s.crun.run(ctx, filepath.Join(s.cfg.StateDir, "sweep.log"), [3]*os.File{}, "delete", "--force", id)
 		cancel()
 		if err != nil {
-			s.logger.Warn("removing leftover container", zap.String("container", id), zap.Error(err))
+			// crun could not: kill what is in the container's cgroups
+			// ourselves before forgetting it.
+			killed := s.killCgroup(st.Cgroup)
+			s.logger.Warn("crun could not remove a leftover container; killed its processes",
+				zap.String("container", id), zap.Int("killed", killed), zap.Error(err))
+			t := &task{id: id, cgroup: st.Cgroup, exited: make(chan struct{})}
+			close(t.exited)
+			if !s.removeExited(t) {
+				s.logger.Warn("leftover container's cgroups remain", zap.String("container", id))
+			}
 			_ = os.RemoveAll(filepath.Join(s.crun.root, id))
+		} else {
+			s.logger.Info("removed leftover container", zap.String("container", id))
 		}
 		if st.Bundle != "" {
 			_ = mount.UnmountAll(filepath.Join(st.Bundle, "rootfs"), unix.MNT_DETACH)
 		}
-		s.logger.Info("removed leftover container", zap.String("container", id))
 	}
+}
+
+// killCgroup SIGKILLs every process in cgroup (a cgroupsPath) in every
+// hierarchy, thawing it first, and returns how many it signalled.
+func (s *Server) killCgroup(cgroup string) int {
+	if !filepath.IsAbs(cgroup) || filepath.Clean(cgroup) == "/" {
+		return 0
+	}
+	n := 0
+	for _, root := range s.cgroupRoots {
+		dir := filepath.Join(root, cgroup)
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+				if unix.Kill(pid, unix.SIGKILL) == nil {
+					n++
+				}
+			}
+		}
+		writeExisting(filepath.Join(dir, "freezer.state"), "THAWED")
+		writeExisting(filepath.Join(dir, "cgroup.freeze"), "0")
+	}
+	return n
 }
 
 // cgroupMounts lists the mount points of the cgroup hierarchies (v1 and v2).

@@ -56,7 +56,7 @@ func (v *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if st := t.status(); st != tasktypes.Status_CREATED {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s is %s: %w", t.id, st, errdefs.ErrFailedPrecondition))
 	}
-	if err := v.s.crun.start(ctx, t.id, t.bundle); err != nil {
+	if err := v.s.crun.start(ctx, t.id, t.bundle, t.hooks); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	t.mu.Lock()
@@ -78,10 +78,19 @@ func (v *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		}
 		// Created but never started: as runc's shim, remove it.
 		_ = unix.Kill(t.pid, unix.SIGKILL)
-		<-t.exited
+		select {
+		case <-t.exited:
+		case <-ctx.Done():
+			return nil, errgrpc.ToGRPC(ctx.Err())
+		}
 		code, at, _ = t.exitStatus()
 	}
+	// One Delete wins; a concurrent one finds the task gone.
 	v.s.mu.Lock()
+	if v.s.tasks[t.id] != t {
+		v.s.mu.Unlock()
+		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: %w", t.id, errdefs.ErrNotFound))
+	}
 	delete(v.s.tasks, t.id)
 	v.s.mu.Unlock()
 	v.s.cleanup(t)

@@ -62,13 +62,14 @@ func (s *Server) prepareSpec(t *task, bundle string) (key [32]byte, cached, ok b
 	if spec.Linux != nil {
 		t.cgroup = spec.Linux.CgroupsPath
 	}
+	t.hooks = spec.Hooks != nil
 	if spec.Linux != nil && spec.Linux.Seccomp != nil {
 		sb, err := json.Marshal(spec.Linux.Seccomp)
 		if err != nil {
 			return key, false, false, err
 		}
 		key, ok = sha256.Sum256(sb), true
-		if bpf, hit := s.seccomp.get(key); hit && os.Getenv("TS_NOCACHE") == "" {
+		if bpf, hit := s.seccomp.get(key); hit {
 			if spec.Annotations == nil {
 				spec.Annotations = map[string]string{}
 			}

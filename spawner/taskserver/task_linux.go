@@ -27,6 +27,7 @@ type task struct {
 	stdin, stdout, stderr string
 	rootfs                string // mounted by us; "" when containerd gave no mounts
 	cgroup                string // the spec's cgroupsPath
+	hooks                 bool   // the spec has OCI hooks: crun runs start and delete
 	pid                   int
 	created               time.Time
 
@@ -77,18 +78,29 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 		id: r.ID, ns: ns, bundle: r.Bundle, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr,
 		created: time.Now(), exited: make(chan struct{}),
 	}
+	// The ID is reserved while the container is made, and the task is
+	// visible to other calls only once it has its init's pid: a Delete or
+	// Kill racing a Create (containerd cleans up a Create whose caller left)
+	// finds nothing rather than a task without a process.
 	s.mu.Lock()
-	if _, ok := s.tasks[r.ID]; ok {
+	_, exists := s.tasks[r.ID]
+	if exists || s.creating[r.ID] {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("task %s: %w", r.ID, errdefs.ErrAlreadyExists)
 	}
-	s.tasks[r.ID] = t
+	if s.creating == nil {
+		s.creating = map[string]bool{}
+	}
+	s.creating[r.ID] = true
 	s.mu.Unlock()
 	defer func() {
+		s.mu.Lock()
+		delete(s.creating, r.ID)
+		if retErr == nil {
+			s.tasks[r.ID] = t
+		}
+		s.mu.Unlock()
 		if retErr != nil {
-			s.mu.Lock()
-			delete(s.tasks, r.ID)
-			s.mu.Unlock()
 			s.cleanup(t)
 		}
 	}()
@@ -98,10 +110,11 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
 			return nil, err
 		}
+		// Set before mounting: a mount that fails half way is undone too.
+		t.rootfs = rootfs
 		if err := mount.All(mount.FromProto(r.Rootfs), rootfs); err != nil {
 			return nil, fmt.Errorf("mounting rootfs of %s: %w", r.ID, err)
 		}
-		t.rootfs = rootfs
 	}
 	key, cached, hasSeccomp, err := s.prepareSpec(t, r.Bundle)
 	if err != nil {
@@ -128,22 +141,23 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 	return t, nil
 }
 
-// watch records the init's exit and reports it.
+// watch records the init's exit and reports it: the TaskExit event is
+// queued before anyone waiting can go on to Delete, so events keep order.
 func (s *Server) watch(t *task, ch <-chan unix.WaitStatus) {
 	ws := <-ch
 	t.mu.Lock()
 	t.code = exitCode(ws)
 	t.exitAt = time.Now()
+	s.publishExit(t)
 	close(t.exited)
 	t.mu.Unlock()
-	s.publishExit(t)
 }
 
 // cleanup removes crun's state, the cgroup and the rootfs mount of t.
 func (s *Server) cleanup(t *task) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
-	if t.pid != 0 {
+	if t.pid > 0 {
 		if _, _, ok := t.exitStatus(); !ok {
 			_ = unix.Kill(t.pid, unix.SIGKILL)
 		}
@@ -165,7 +179,7 @@ func (s *Server) cleanup(t *task) {
 // hierarchy and crun's state. It reports false, having changed nothing it
 // can't redo, when crun should do it instead.
 func (s *Server) removeExited(t *task) bool {
-	if _, _, ok := t.exitStatus(); !ok || !filepath.IsAbs(t.cgroup) || filepath.Clean(t.cgroup) == "/" {
+	if _, _, ok := t.exitStatus(); !ok || t.hooks || !filepath.IsAbs(t.cgroup) || filepath.Clean(t.cgroup) == "/" {
 		return false
 	}
 	for _, root := range s.cgroupRoots {
@@ -202,9 +216,20 @@ func (s *Server) thaw(t *task) {
 	}
 	for _, root := range s.cgroupRoots {
 		dir := filepath.Join(root, t.cgroup)
-		_ = os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0)
-		_ = os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0)
+		writeExisting(filepath.Join(dir, "freezer.state"), "THAWED")
+		writeExisting(filepath.Join(dir, "cgroup.freeze"), "0")
 	}
+}
+
+// writeExisting writes v to the file at path if it exists; it never
+// creates one.
+func writeExisting(path, v string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return
+	}
+	_, _ = f.WriteString(v)
+	_ = f.Close()
 }
 
 func isGone(id, root string) bool {
@@ -237,7 +262,7 @@ func openStdio(stdin, stdout, stderr string) ([3]*os.File, error) {
 			err = unix.SetNonblock(fd, false)
 		}
 		if err != nil {
-			if fd > 0 {
+			if fd >= 0 {
 				unix.Close(fd)
 			}
 			for _, f := range files {
