@@ -40,7 +40,7 @@ func TestOperatorCommands(t *testing.T) {
 
 	images := spawnCmd(t, "images")
 	var routeLine bool
-	for _, l := range strings.Split(images, "\n") {
+	for l := range strings.SplitSeq(images, "\n") {
 		if strings.HasPrefix(l, testfnRef+" ") && strings.HasSuffix(strings.TrimSpace(l), "cmdroute") {
 			routeLine = true
 		}

@@ -39,7 +39,7 @@ func TestHello(t *testing.T) {
 // parseEnv reads testfn env's output: KEY=VALUE per line.
 func parseEnv(body []byte) map[string]string {
 	env := map[string]string{}
-	for _, line := range strings.Split(string(body), "\n") {
+	for line := range strings.SplitSeq(string(body), "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
 			env[k] = v
 		}

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +35,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/snapshots"
+	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/caddy-spawn/caddy-spawn/internal/caddyproc"
@@ -441,7 +442,7 @@ func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 		out = append(out, st)
 	}
 	var snaps []string
-	err = c.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	err = c.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info ctrsnapshots.Info) error {
 		snaps = append(snaps, info.Name)
 		return nil
 	}, managedFilter)
@@ -673,7 +674,7 @@ func rescue(logf func(format string, args ...any)) {
 			if err != nil {
 				continue
 			}
-			for _, f := range strings.Fields(string(b)) {
+			for f := range strings.FieldsSeq(string(b)) {
 				if pid, err := strconv.Atoi(f); err == nil {
 					logf("rescue: killing process %d of container %s", pid, id)
 					_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -696,10 +697,10 @@ func rescue(logf func(format string, args ...any)) {
 		}
 	}
 	mounts := mountsUnder(ctrdRoot, stateDir, runDir)
-	for i := len(mounts) - 1; i >= 0; i-- { // nested mounts come later
-		logf("rescue: unmounting %s", mounts[i])
-		if err := syscall.Unmount(mounts[i], syscall.MNT_DETACH); err != nil {
-			logf("rescue: unmounting %s: %v", mounts[i], err)
+	for _, mount := range slices.Backward(mounts) { // nested mounts come later
+		logf("rescue: unmounting %s", mount)
+		if err := syscall.Unmount(mount, syscall.MNT_DETACH); err != nil {
+			logf("rescue: unmounting %s: %v", mount, err)
 		}
 	}
 }

@@ -167,7 +167,7 @@ func TestMemoryLimit(t *testing.T) {
 			return false, "dmesg: " + err.Error()
 		}
 		memcg := "oom_memcg=/" + namespace + "/" + id + ","
-		for _, line := range strings.Split(string(out), "\n") {
+		for line := range strings.SplitSeq(string(out), "\n") {
 			if strings.Contains(line, memcg) && strings.Contains(line, "task=testfn") {
 				return true, ""
 			}

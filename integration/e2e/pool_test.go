@@ -103,7 +103,7 @@ func TestPoolWarmEnv(t *testing.T) {
 			t.Errorf("request %d: start type %q, want warm", i, got)
 		}
 		env := map[string]string{}
-		for _, line := range strings.Split(string(out), "\n") {
+		for line := range strings.SplitSeq(string(out), "\n") {
 			if k, v, ok := strings.Cut(line, "="); ok {
 				env[k] = v
 			}
@@ -145,9 +145,7 @@ func TestPoolRefillsAfterBurst(t *testing.T) {
 	var mu sync.Mutex
 	starts := map[string]int{}
 	for range burst {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			resp, err := p.client.Get(p.url("/b"))
 			if err != nil {
 				t.Errorf("burst request: %v", err)
@@ -161,7 +159,7 @@ func TestPoolRefillsAfterBurst(t *testing.T) {
 				t.Errorf("burst request: status %d", resp.StatusCode)
 			}
 			starts[resp.Header.Get("X-Spawn-Start")]++
-		}()
+		})
 	}
 	wg.Wait()
 	if starts["warm"] < 1 || starts["warm"]+starts["cold"] != burst {

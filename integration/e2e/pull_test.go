@@ -111,7 +111,7 @@ func TestPullFromRegistry(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: GET /pulled: status %d, body %q", when, resp.StatusCode, body)
 		}
-		for _, l := range strings.Split(string(body), "\n") {
+		for l := range strings.SplitSeq(string(body), "\n") {
 			if v, ok := strings.CutPrefix(l, "FN_VERSION="); ok {
 				return v
 			}

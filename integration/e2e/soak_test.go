@@ -93,9 +93,7 @@ func TestSoak(t *testing.T) {
 	)
 	began := time.Now()
 	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for n := next.Add(1); n <= int64(total); n = next.Add(1) {
 				name := weights[rand.IntN(len(weights))]
 				var code int
@@ -112,7 +110,7 @@ func TestSoak(t *testing.T) {
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	took := time.Since(began)
