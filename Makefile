@@ -8,8 +8,9 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-CONTAINERD_VERSION := v2.4.2
-RUNC_VERSION       := v1.5.2
+CONTAINERD_VERSION    := v2.4.2
+RUNC_VERSION          := v1.5.2
+GOLANGCI_LINT_VERSION := v2.15.0
 
 TOOLS   := $(CURDIR)/.tools
 BIN     := $(TOOLS)/bin
@@ -21,9 +22,10 @@ GO      ?= go
 export PATH := $(BIN):$(PATH)
 export CGO_ENABLED ?= 0
 
-CONTAINERD_STAMP := $(TOOLS)/.containerd-$(CONTAINERD_VERSION)
-RUNC_STAMP       := $(TOOLS)/.runc-$(RUNC_VERSION)
-GO_SOURCES       := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
+CONTAINERD_STAMP    := $(TOOLS)/.containerd-$(CONTAINERD_VERSION)
+RUNC_STAMP          := $(TOOLS)/.runc-$(RUNC_VERSION)
+GOLANGCI_LINT_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
+GO_SOURCES          := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
 .PHONY: all run test unit integration fuzz bench soak build images tools deps host lint golden clean
 
@@ -34,8 +36,8 @@ run: tools host images build
 	@echo "caddy-spawn: serving examples on http://localhost:8080 (/hello /echo /stream /env); Ctrl-C stops"
 	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
 
-## test: set everything up, then unit, fuzz (short), containerd integration and end-to-end tests
-test: tools images build unit fuzz integration
+## test: set everything up, then lint, unit, fuzz (short), containerd integration and end-to-end tests
+test: tools lint images build unit fuzz integration
 
 unit:
 	SPAWN_REQUIRE_QEMU=1 $(GO) test -count=1 ./...
@@ -115,10 +117,19 @@ host: deps
 golden:
 	$(GO) test ./integration/caddyfile_adapt/ -update
 
-lint:
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) vet ./...
-	$(GO) vet -tags integration ./integration/... ./bench/...
+## lint: golangci-lint (.golangci.yml, Caddy's linters; build tags integration and soak
+## included), then builds for other platforms Caddy runs on
+lint: $(GOLANGCI_LINT_STAMP)
+	$(BIN)/golangci-lint run ./...
+	GOOS=darwin  GOARCH=arm64 $(GO) build ./...
+	GOOS=windows GOARCH=amd64 $(GO) build ./...
+	GOOS=linux   GOARCH=arm64 $(GO) build ./...
+
+$(GOLANGCI_LINT_STAMP):
+	@mkdir -p $(BIN)
+	@echo "building golangci-lint $(GOLANGCI_LINT_VERSION) (once; ~2 min)"
+	GOBIN=$(BIN) CGO_ENABLED=0 $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	@touch $@
 
 clean:
 	rm -rf $(BUILD)

@@ -8,21 +8,20 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/caddy-spawn/caddy-spawn/internal/caddyproc"
 )
 
 // prerequisites are the inputs the bench checks before it starts anything.
@@ -114,39 +113,13 @@ func buildHello(ctx context.Context, repo, dir string) (string, error) {
 	return out, nil
 }
 
-// caddyProc is the Caddy subprocess.
+// caddyProc is the bench's Caddy: the subprocess and its addresses.
 type caddyProc struct {
-	cmd       *exec.Cmd
-	dir       string
-	logPath   string
+	proc      *caddyproc.Process
 	base      string // http://127.0.0.1:<port>
 	admin     string // http://127.0.0.1:<port>
-	exited    chan struct{}
-	waitErr   error
-	started   bool // it served its configuration
-	stopDone  bool
-	logFile   *os.File
+	started   bool   // it served its configuration
 	daemonLog string
-}
-
-// freePorts returns n distinct free TCP ports on loopback.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // caddyfile is the bench's configuration: three routes of the hello image.
@@ -189,7 +162,7 @@ http://127.0.0.1:%d {
 // startCaddy starts Caddy and waits until it serves its configuration (the
 // spawn app has started containerd and readied the images by then).
 func (b *bench) startCaddy(ctx context.Context) error {
-	ports, err := freePorts(2)
+	ports, err := caddyproc.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -197,98 +170,38 @@ func (b *bench) startCaddy(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(b.caddyfile(ports[0], ports[1])), 0o600); err != nil {
-		return err
-	}
-	p := &caddyProc{
-		dir:       dir,
-		logPath:   filepath.Join(dir, "caddy.log"),
-		base:      fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		admin:     fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		exited:    make(chan struct{}),
-		daemonLog: filepath.Join(b.state, "containerd.log"),
-	}
-	p.logFile, err = os.Create(p.logPath)
+	proc, err := caddyproc.Start(caddyproc.Options{
+		Bin:       b.pre.caddyBin,
+		Dir:       dir,
+		Caddyfile: b.caddyfile(ports[0], ports[1]),
+		LogPath:   filepath.Join(dir, "caddy.log"),
+	})
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(b.pre.caddyBin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Dir = dir
-	cmd.Stdout = p.logFile
-	cmd.Stderr = p.logFile
-	// Caddy's data dir (where the spawn app installs its init) and config
-	// dir stay in the run's temporary directory.
-	cmd.Env = append(os.Environ(),
-		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
-	)
-	// Own process group; if the bench dies, Caddy dies too (and its
-	// managed containerd with it).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		p.logFile.Close()
-		return fmt.Errorf("starting %s: %w", b.pre.caddyBin, err)
+	b.caddy = &caddyProc{
+		proc:      proc,
+		base:      fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		admin:     fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		daemonLog: filepath.Join(b.state, "containerd.log"),
 	}
-	p.cmd = cmd
-	b.caddy = p
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.exited)
-	}()
-
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("caddy exited during start-up: %v (log %s)", p.waitErr, p.logPath)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if logHas(p.logPath, "serving initial configuration") {
-			if c, err := net.DialTimeout("tcp", strings.TrimPrefix(p.base, "http://"), time.Second); err == nil {
-				c.Close()
-				p.started = true
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("caddy did not serve within 3 minutes (log %s)", p.logPath)
-		}
+	addr := strings.TrimPrefix(b.caddy.base, "http://")
+	if err := proc.WaitServing(ctx, addr, 3*time.Minute); err != nil {
+		return fmt.Errorf("starting caddy: %w (log %s)", err, proc.Log.Path())
 	}
+	b.caddy.started = true
+	return nil
 }
 
-func logHas(path, s string) bool {
-	b, err := os.ReadFile(path)
-	return err == nil && bytes.Contains(b, []byte(s))
-}
-
-// stop sends SIGTERM and waits for Caddy to exit; past timeout it kills
-// Caddy's process group.
+// stop stops Caddy with SIGTERM (see caddyproc.Process.Stop); a Caddy that
+// exited before the end is an error here.
 func (p *caddyProc) stop(timeout time.Duration) error {
-	if p.stopDone || p.cmd == nil {
-		return nil
-	}
-	p.stopDone = true
-	defer p.logFile.Close()
 	select {
-	case <-p.exited:
-		return fmt.Errorf("caddy had exited before the end: %v", p.waitErr)
+	case <-p.proc.Exited():
+		return fmt.Errorf("caddy had exited before the end: %v", p.proc.Err())
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		if p.waitErr != nil {
-			return fmt.Errorf("caddy exited with %v after SIGTERM", p.waitErr)
-		}
-		return nil
-	case <-time.After(timeout):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exited
-		return fmt.Errorf("caddy did not exit within %s of SIGTERM; killed its process group", timeout)
-	}
+	return p.proc.Stop(timeout)
 }
 
 // dumpLogs prints the tails of Caddy's and containerd's logs.
@@ -296,17 +209,16 @@ func (b *bench) dumpLogs() {
 	if b.caddy == nil {
 		return
 	}
-	for _, f := range []string{b.caddy.logPath, b.caddy.daemonLog} {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		const max = 8 << 10
-		if len(data) > max {
-			data = data[len(data)-max:]
-		}
-		fmt.Fprintf(os.Stderr, "---- tail of %s ----\n%s\n", f, data)
+	fmt.Fprintf(os.Stderr, "---- tail of %s ----\n%s\n", b.caddy.proc.Log.Path(), b.caddy.proc.Log.Tail(8<<10))
+	data, err := os.ReadFile(b.caddy.daemonLog)
+	if err != nil {
+		return
 	}
+	const tail = 8 << 10
+	if len(data) > tail {
+		data = data[len(data)-tail:]
+	}
+	fmt.Fprintf(os.Stderr, "---- tail of %s ----\n%s\n", b.caddy.daemonLog, data)
 }
 
 // metrics fetches Caddy's Prometheus metrics from the admin endpoint: series
@@ -415,26 +327,13 @@ func randHex(n int) string {
 	return hex.EncodeToString(buf)
 }
 
-// countLogs counts the JSON log entries of Caddy whose msg is msg and
-// returns the first one's error.
-func countLogs(path, msg string) (int, string) {
-	data, err := os.ReadFile(path)
-	if err != nil {
+// countLogs counts Caddy's JSON log entries whose msg is msg and returns
+// the first one's error.
+func countLogs(l *caddyproc.Log, msg string) (int, string) {
+	entries := l.FindAll(msg, nil)
+	if len(entries) == 0 {
 		return 0, ""
 	}
-	n, first := 0, ""
-	for _, line := range strings.Split(string(data), "\n") {
-		var e struct {
-			Msg   string `json:"msg"`
-			Error string `json:"error"`
-		}
-		if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &e) != nil || e.Msg != msg {
-			continue
-		}
-		if n == 0 {
-			first = e.Error
-		}
-		n++
-	}
-	return n, first
+	first, _ := entries[0]["error"].(string)
+	return len(entries), first
 }

@@ -135,8 +135,9 @@ func waitNoProcesses(marker string, timeout time.Duration) error {
 
 // processesMentioning lists the processes whose command line mentions marker.
 func processesMentioning(marker string) []string {
-	var out []string
-	for _, p := range hostprobe.Processes(marker) {
+	procs := hostprobe.Processes(marker)
+	out := make([]string, 0, len(procs))
+	for _, p := range procs {
 		out = append(out, p.String())
 	}
 	return out

@@ -284,7 +284,7 @@ func (b *bench) cleanup() error {
 		}
 	}
 	if b.caddy != nil {
-		b.res.CaddyRefillFailureLogs, b.refillErr = countLogs(b.caddy.logPath, "refilling pool")
+		b.res.CaddyRefillFailureLogs, b.refillErr = countLogs(b.caddy.proc.Log, "refilling pool")
 	}
 	if b.state != "" {
 		if err := waitNoProcesses(b.state+"/", 20*time.Second); err != nil {

@@ -56,7 +56,7 @@ func (n *naive) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("no CGI header in %.200q", out), http.StatusBadGateway)
 		return
 	}
-	for _, line := range strings.Split(string(head), "\n") {
+	for line := range strings.SplitSeq(string(head), "\n") {
 		if k, v, ok := strings.Cut(line, ":"); ok {
 			w.Header().Set(strings.TrimSpace(k), strings.TrimSpace(v))
 		}

@@ -129,8 +129,7 @@ func (b *bench) runThaw(ctx context.Context) (retErr error) {
 			return err
 		}
 		d, pause, err := serveOnce(ctx, sp, fn)
-		var pe pauseError
-		if errors.As(err, &pe) {
+		if _, ok := errors.AsType[pauseError](err); ok {
 			// Freezing a container right after its start can fail (see
 			// the report); the pool then makes another. So do we, up to
 			// a point.

@@ -56,7 +56,7 @@ func run(out string) error {
 	// The Go builds are the slow part; run them in parallel.
 	programs := []string{"examples/functions/hello", "testdata/functions/testfn"}
 	bins := make([][]byte, len(programs))
-	errs := make([]error, len(programs))
+	errs := make([]error, len(programs)+1) // the last one is busybox's
 	var wg sync.WaitGroup
 	for i, p := range programs {
 		wg.Go(func() {
@@ -64,8 +64,9 @@ func run(out string) error {
 		})
 	}
 	busybox, err := imagebuild.Busybox()
+	errs[len(programs)] = err
 	wg.Wait()
-	if err := errors.Join(append(errs, err)...); err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	hello, testfn := bins[0], bins[1]

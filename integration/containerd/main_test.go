@@ -31,7 +31,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/snapshots"
+	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/caddy-spawn/caddy-spawn/internal/hostprobe"
@@ -254,7 +254,7 @@ func managedLeftovers(ctx context.Context) (string, error) {
 	for _, c := range ctrs {
 		left = append(left, "container "+c.ID())
 	}
-	err = env.client.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	err = env.client.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info ctrsnapshots.Info) error {
 		left = append(left, "snapshot "+info.Name)
 		return nil
 	}, managedFilter)
@@ -283,7 +283,7 @@ func namespaceContents(ctx context.Context) string {
 		out = append(out, fmt.Sprintf("blob %s labels=%v", info.Digest, info.Labels))
 		return nil
 	})
-	_ = env.client.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	_ = env.client.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info ctrsnapshots.Info) error {
 		out = append(out, fmt.Sprintf("snapshot %s labels=%v", info.Name, info.Labels))
 		return nil
 	})

@@ -43,7 +43,7 @@ type testRegistry struct {
 
 func startRegistry(t *testing.T, user, pass string) *testRegistry {
 	t.Helper()
-	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	if user != "" {
 		inner := h
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -136,7 +136,7 @@ func serveVersion(t *testing.T, s *spawner.Spawner, ready *snapshots.Ready) stri
 	if res.status.Code != 0 {
 		t.Fatalf("exit code = %d, stderr %q", res.status.Code, res.stderr)
 	}
-	for _, l := range strings.Split(string(res.stdout), "\n") {
+	for l := range strings.SplitSeq(string(res.stdout), "\n") {
 		if v, ok := strings.CutPrefix(l, "FN_VERSION="); ok {
 			return v
 		}

@@ -11,13 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
-
 	"github.com/opencontainers/image-spec/identity"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/leases"
-	"github.com/containerd/containerd/v2/core/snapshots"
+	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
@@ -120,7 +119,7 @@ func TestSweep(t *testing.T) {
 	orphanKey := "caddy-spawn-" + fnName(t) + "-orphan-rootfs"
 	sn := env.client.SnapshotService(snapshotter)
 	if _, err := sn.Prepare(leases.WithLease(ctx, lease.ID), orphanKey, identity.ChainID(diffIDs).String(),
-		snapshots.WithLabels(leaseLabels)); err != nil {
+		ctrsnapshots.WithLabels(leaseLabels)); err != nil {
 		t.Fatalf("preparing orphan snapshot: %v", err)
 	}
 

@@ -9,9 +9,6 @@ import (
 	"testing"
 )
 
-// Ports of the operator command tests, in the registry tests' range.
-const portCommands = 18141
-
 // spawnCmd runs `caddy spawn <args>` against the managed containerd of the
 // running test Caddy and returns its output.
 func spawnCmd(t *testing.T, args ...string) string {
@@ -29,7 +26,8 @@ func spawnCmd(t *testing.T, args ...string) string {
 // TestOperatorCommands: `caddy spawn images`, `ps` and `import` against a
 // running Caddy's managed containerd.
 func TestOperatorCommands(t *testing.T) {
-	p := startCaddy(t, portCommands, site(portCommands, testfnRoute("/env", "cmdroute", "env", "pool 2")))
+	port := freePort(t)
+	p := startCaddy(t, port, site(port, testfnRoute("/env", "cmdroute", "env", "pool 2")))
 	p.waitPoolFull(t, "cmdroute", 2)
 
 	ps := spawnCmd(t, "ps")
@@ -42,7 +40,7 @@ func TestOperatorCommands(t *testing.T) {
 
 	images := spawnCmd(t, "images")
 	var routeLine bool
-	for _, l := range strings.Split(images, "\n") {
+	for l := range strings.SplitSeq(images, "\n") {
 		if strings.HasPrefix(l, testfnRef+" ") && strings.HasSuffix(strings.TrimSpace(l), "cmdroute") {
 			routeLine = true
 		}

@@ -13,15 +13,14 @@ import (
 	"time"
 )
 
-const portCrash = 18100
-
 // TestCrashRecovery: Caddy killed with SIGKILL mid-request leaves running
 // and frozen containers behind (their shims outlive it; its managed
 // containerd dies with it). The next start sweeps every one of them —
 // thawing the frozen ones first — and leaves no shim, mount or snapshot.
 func TestCrashRecovery(t *testing.T) {
-	sites := site(portCrash, testfnRoute("/crash", "crash", "sleep 1h", "pool 2", "timeout 10m"))
-	first := startCaddy(t, portCrash, sites)
+	port := freePort(t)
+	sites := site(port, testfnRoute("/crash", "crash", "sleep 1h", "pool 2", "timeout 10m"))
+	first := startCaddy(t, port, sites)
 
 	go func() {
 		resp, err := first.client.Get(first.url("/crash"))
@@ -46,10 +45,10 @@ func TestCrashRecovery(t *testing.T) {
 	t.Logf("before the crash: containers %v, snapshots %d", old, len(snaps))
 
 	// SIGKILL Caddy alone (not its process group): no shutdown code runs.
-	if err := syscall.Kill(first.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(first.proc.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-first.exited
+	<-first.proc.Exited()
 	first.ctrd = nil // its client talked to the daemon that just died
 	// On the stock path the shims outlive Caddy; on the fast path the task
 	// server dies with it, and the containers' processes, cgroups and
@@ -69,7 +68,7 @@ func TestCrashRecovery(t *testing.T) {
 		return len(left) == len(old), fmt.Sprintf("containers alive for %v of %v (fast path: %v): the crash should leave them", left, old, fast)
 	})
 
-	second := startCaddy(t, portCrash, sites)
+	second := startCaddy(t, port, sites)
 	second.waitPoolFull(t, "crash", 2)
 	eventually(t, 30*time.Second, func() (bool, string) {
 		cs, snaps, err := second.containerStates()
@@ -102,7 +101,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		return len(left) == 0, fmt.Sprintf("left from before the crash: %v", left)
 	})
-	if _, ok := second.logs.find("swept leftovers", nil); !ok {
+	if _, ok := second.logs.Find("swept leftovers", nil); !ok {
 		t.Error(`no "swept leftovers" log line after restart`)
 	}
 	second.Stop()

@@ -18,24 +18,9 @@ import (
 	"time"
 )
 
-// Fixed test ports, one per test (one Caddy runs at a time).
-const (
-	portHello = 18080 + iota
-	portEnv
-	portCGIHeaders
-	portRaw
-	portChunked
-	portStream
-	portTimeout
-	portDisconnect
-	portExit
-	portMissingImage
-	portCleanup
-	portReload
-)
-
 func TestHello(t *testing.T) {
-	p := startCaddy(t, portHello, site(portHello, fmt.Sprintf(`	handle /hello {
+	port := freePort(t)
+	p := startCaddy(t, port, site(port, fmt.Sprintf(`	handle /hello {
 		spawn %s {
 			image_archive %s
 		}
@@ -54,7 +39,7 @@ func TestHello(t *testing.T) {
 // parseEnv reads testfn env's output: KEY=VALUE per line.
 func parseEnv(body []byte) map[string]string {
 	env := map[string]string{}
-	for _, line := range strings.Split(string(body), "\n") {
+	for line := range strings.SplitSeq(string(body), "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
 			env[k] = v
 		}
@@ -65,7 +50,8 @@ func parseEnv(body []byte) map[string]string {
 // TestCGIEnvironment checks the RFC 3875 meta-variables the program sees,
 // with the image's and the route's environment.
 func TestCGIEnvironment(t *testing.T) {
-	p := startCaddy(t, portEnv, site(portEnv,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/env/*", "env", "env", "script_name /env", "env FOO bar")))
 
 	t.Run("post with length", func(t *testing.T) {
@@ -92,7 +78,7 @@ func TestCGIEnvironment(t *testing.T) {
 			"GATEWAY_INTERFACE": "CGI/1.1",
 			"SERVER_PROTOCOL":   "HTTP/1.1",
 			"SERVER_NAME":       "127.0.0.1",
-			"SERVER_PORT":       fmt.Sprint(portEnv),
+			"SERVER_PORT":       fmt.Sprint(port),
 			"REMOTE_ADDR":       "127.0.0.1",
 			"REQUEST_URI":       "/env/a/b?x=1&y=2",
 			"HTTP_X_CUSTOM":     "v",
@@ -140,7 +126,8 @@ func TestCGIEnvironment(t *testing.T) {
 // response: Status, other headers, Location, a malformed block, and the
 // exit-code trailer.
 func TestCGIHeaders(t *testing.T) {
-	p := startCaddy(t, portCGIHeaders, site(portCGIHeaders,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/status", "status", "status 201"),
 		testfnRoute("/location", "location", "location http://example.com/x"),
 		testfnRoute("/bad", "badheader", "badheader"),
@@ -185,7 +172,7 @@ func TestCGIHeaders(t *testing.T) {
 			t.Errorf("the program's malformed output leaked to the client: %q", body)
 		}
 		eventually(t, 5*time.Second, func() (bool, string) {
-			_, ok := p.logs.errorLogMentioning("badheader")
+			_, ok := p.logs.ErrorMentioning("badheader")
 			return ok, "no error log entry mentions route badheader"
 		})
 	})
@@ -197,7 +184,8 @@ func rawRoute() string {
 }
 
 func TestRawOutput(t *testing.T) {
-	p := startCaddy(t, portRaw, site(portRaw, rawRoute()))
+	port := freePort(t)
+	p := startCaddy(t, port, site(port, rawRoute()))
 
 	// Looks like a CGI header block, with binary bytes: raw mode must not
 	// parse any of it.
@@ -221,7 +209,8 @@ func TestRawOutput(t *testing.T) {
 // TestChunkedRoundTrip streams 20 MiB of unknown length (chunked) through a
 // container's stdin and stdout and back.
 func TestChunkedRoundTrip(t *testing.T) {
-	p := startCaddy(t, portChunked, site(portChunked, rawRoute()))
+	port := freePort(t)
+	p := startCaddy(t, port, site(port, rawRoute()))
 
 	const size = 20 << 20
 	data := make([]byte, size)
@@ -273,7 +262,8 @@ func TestChunkedRoundTrip(t *testing.T) {
 // TestStreamingOrder checks that output reaches the client as the program
 // writes it, not at its exit: the first line arrives well before the end.
 func TestStreamingOrder(t *testing.T) {
-	p := startCaddy(t, portStream, site(portStream,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/stream", "stream", "stream 3 700ms")))
 
 	resp, err := p.client.Get(p.url("/stream"))
@@ -308,7 +298,8 @@ func TestStreamingOrder(t *testing.T) {
 // TestTimeout checks both timeout cases: before any output (504) and while
 // streaming (response cut short); either way the request's container goes.
 func TestTimeout(t *testing.T) {
-	p := startCaddy(t, portTimeout, site(portTimeout,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/sleep", "sleeper", "sleep 1h", "timeout 2s"),
 		testfnRoute("/spin", "spinner", "spin", "timeout 2s"),
 	))
@@ -373,7 +364,8 @@ func TestTimeout(t *testing.T) {
 
 // TestClientDisconnect checks that a client going away kills its container.
 func TestClientDisconnect(t *testing.T) {
-	p := startCaddy(t, portDisconnect, site(portDisconnect,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/sleep", "sleeper", "sleep 1h", "timeout 5m")))
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -410,7 +402,8 @@ func TestClientDisconnect(t *testing.T) {
 // TestNonZeroExit checks that a program failing without output gives 502,
 // and its stderr and exit code reach Caddy's log.
 func TestNonZeroExit(t *testing.T) {
-	p := startCaddy(t, portExit, site(portExit,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/exit", "exiter", "exit 3")))
 
 	resp, body := p.get(t, "/exit")
@@ -432,6 +425,7 @@ func TestNonZeroExit(t *testing.T) {
 // Caddy fails; on a reload the new config is refused and the old one keeps
 // serving, and the final shutdown still stops the managed containerd.
 func TestMissingImage(t *testing.T) {
+	port := freePort(t)
 	const ref = "localhost/caddy-spawn/nope:latest"
 	nope := fmt.Sprintf(`	handle /nope {
 		spawn %s {
@@ -447,15 +441,15 @@ func TestMissingImage(t *testing.T) {
 `, helloRef, archive("hello"))
 
 	t.Run("at start", func(t *testing.T) {
-		p := launchCaddy(t, portMissingImage, caddyfile(site(portMissingImage, nope)))
+		p := launchCaddy(t, port, caddyfile(site(port, nope)))
 		t.Cleanup(p.Stop)
 		select {
-		case <-p.exited:
+		case <-p.proc.Exited():
 		case <-time.After(startTimeout):
 			p.dumpLogs()
 			t.Fatalf("caddy still running %s after start with a missing image; want it to fail", startTimeout)
 		}
-		if p.waitErr == nil {
+		if p.proc.Err() == nil {
 			t.Errorf("caddy exited with status 0; want non-zero")
 		}
 		out := p.logs.String()
@@ -471,9 +465,9 @@ func TestMissingImage(t *testing.T) {
 	})
 
 	t.Run("on reload", func(t *testing.T) {
-		p := startCaddy(t, portMissingImage, site(portMissingImage, hello))
+		p := startCaddy(t, port, site(port, hello))
 		req, err := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/load",
-			strings.NewReader(caddyfile(site(portMissingImage, hello, nope))))
+			strings.NewReader(caddyfile(site(port, hello, nope))))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -493,7 +487,7 @@ func TestMissingImage(t *testing.T) {
 		// The refused config must not keep the managed containerd referenced:
 		// the shutdown stops it (and sweeps) rather than leaving it to die
 		// with the Caddy process.
-		if _, ok := p.logs.find("managed containerd stopped", nil); !ok {
+		if _, ok := p.logs.Find("managed containerd stopped", nil); !ok {
 			t.Errorf("no \"managed containerd stopped\" log line at shutdown after a refused reload: the failed config's start kept a reference to the managed containerd, so shutdown neither swept nor stopped it")
 		}
 	})
@@ -504,7 +498,8 @@ func TestMissingImage(t *testing.T) {
 // or lease; after it no daemon, shim or mount; and a Caddy started next on
 // the same containerd root finds no leftovers to sweep.
 func TestCleanup(t *testing.T) {
-	sites := site(portCleanup,
+	port := freePort(t)
+	sites := site(port,
 		fmt.Sprintf(`	handle /hello {
 		spawn %s {
 			image_archive %s
@@ -517,7 +512,7 @@ func TestCleanup(t *testing.T) {
 		testfnRoute("/sleep", "sleeper", "sleep 1h", "timeout 1s"),
 		testfnRoute("/partial", "partial", "output-then-exit 4"),
 	)
-	p := startCaddy(t, portCleanup, sites)
+	p := startCaddy(t, port, sites)
 
 	for _, tc := range []struct {
 		path   string
@@ -568,15 +563,15 @@ func TestCleanup(t *testing.T) {
 	if mounts := mountsUnder(ctrdRoot, stateDir, runDir); len(mounts) > 0 {
 		t.Errorf("mounts left: %v", mounts)
 	}
-	if _, ok := p.logs.find("managed containerd stopped", nil); !ok {
+	if _, ok := p.logs.Find("managed containerd stopped", nil); !ok {
 		t.Errorf("no \"managed containerd stopped\" log line: the daemon was not stopped by Caddy's shutdown")
 	}
 
 	// Whatever the first Caddy left in containerd's database (pooled
 	// containers, snapshots, leases), the next one sweeps at start and says
 	// so. It must find nothing.
-	next := startCaddy(t, portCleanup, sites)
-	if e, ok := next.logs.find("swept leftovers", nil); ok {
+	next := startCaddy(t, port, sites)
+	if e, ok := next.logs.Find("swept leftovers", nil); ok {
 		t.Errorf("the stopped Caddy left objects in containerd, swept by the next start: %v", e)
 	}
 	next.Stop()
@@ -587,16 +582,17 @@ func TestCleanup(t *testing.T) {
 // process and its managed containerd are the same. Loading the same config
 // again keeps the route's pooled containers.
 func TestReload(t *testing.T) {
-	oldSites := site(portReload, fmt.Sprintf(`	handle /old {
+	port := freePort(t)
+	oldSites := site(port, fmt.Sprintf(`	handle /old {
 		spawn %s {
 			name old
 			image_archive %s
 		}
 	}
 `, helloRef, archive("hello")))
-	newSites := site(portReload, testfnRoute("/new", "new", "status 201", "pool 2"))
+	newSites := site(port, testfnRoute("/new", "new", "status 201", "pool 2"))
 
-	p := startCaddy(t, portReload, oldSites)
+	p := startCaddy(t, port, oldSites)
 	daemon, ok := p.daemonPID()
 	if !ok {
 		t.Fatal("no \"managed containerd started\" log line")
@@ -624,17 +620,17 @@ func TestReload(t *testing.T) {
 	sameProcess := func(when string) {
 		t.Helper()
 		select {
-		case <-p.exited:
-			t.Fatalf("%s: caddy exited: %v", when, p.waitErr)
+		case <-p.proc.Exited():
+			t.Fatalf("%s: caddy exited: %v", when, p.proc.Err())
 		default:
 		}
 		if !processAlive(daemon, stateDir) {
 			t.Errorf("%s: managed containerd (pid %d) is gone", when, daemon)
 		}
-		if n := len(p.logs.findAll("managed containerd started", nil)); n != 1 {
+		if n := len(p.logs.FindAll("managed containerd started", nil)); n != 1 {
 			t.Errorf("%s: %d \"managed containerd started\" log lines, want 1 (the daemon must survive reloads)", when, n)
 		}
-		if _, ok := p.logs.find("managed containerd stopped", nil); ok {
+		if _, ok := p.logs.Find("managed containerd stopped", nil); ok {
 			t.Errorf("%s: the managed containerd was stopped during a reload", when)
 		}
 	}

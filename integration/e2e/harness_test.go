@@ -2,10 +2,11 @@
 
 // Package e2e runs the real Caddy binary (built by `make build`) with
 // caddy-spawn linked in, against a managed containerd and real runc, and
-// talks to it over real HTTP. Each test starts one Caddy from a Caddyfile on
-// fixed local ports; all Caddy processes of one test binary share one managed
-// containerd root, state and run directory, so each one starts (and must
-// stop) the same fresh daemon.
+// talks to it over real HTTP. Each test starts one Caddy from a Caddyfile,
+// through the launcher the bench uses too (internal/caddyproc), on a free
+// port it picks with freePort; all Caddy processes of one test binary share
+// one admin port and one managed containerd root, state and run directory,
+// so each one starts (and must stop) the same fresh daemon.
 //
 // The tests need root, containerd and runc in PATH, SPAWN_CADDY (the Caddy
 // binary) and SPAWN_IMAGES (the directory with hello.tar, shell.tar and
@@ -18,15 +19,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,9 +35,10 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/snapshots"
+	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/caddy-spawn/caddy-spawn/internal/caddyproc"
 	"github.com/caddy-spawn/caddy-spawn/internal/hostprobe"
 )
 
@@ -92,13 +93,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: run `make integration` as root (it sets SPAWN_CADDY and SPAWN_IMAGES and builds what is missing); these tests are never skipped")
 		os.Exit(1)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	adminPort, err := caddyproc.FreePort()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: FAIL: finding a free admin port: %v\n", err)
 		os.Exit(1)
 	}
-	adminAddr = fmt.Sprintf("localhost:%d", ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
+	adminAddr = fmt.Sprintf("localhost:%d", adminPort)
 	tmpRoot, err = os.MkdirTemp("", "caddy-spawn-e2e-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: FAIL: creating temp dir: %v\n", err)
@@ -185,6 +185,17 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// freePort returns a free loopback port for one test's Caddy site. A test
+// that restarts Caddy keeps its port for the next process.
+func freePort(t *testing.T) int {
+	t.Helper()
+	port, err := caddyproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
 // archive is the path of an image archive built by `make images`.
 func archive(name string) string { return filepath.Join(imagesDir, name+".tar") }
 
@@ -226,14 +237,13 @@ func site(port int, routes ...string) string {
 	return fmt.Sprintf("http://:%d {\n%s\thandle {\n\t\trespond \"no such route\" 404\n\t}\n}\n", port, strings.Join(routes, ""))
 }
 
-// caddyProc is one running Caddy process.
+// caddyProc is one running Caddy process of a test, with what the tests
+// need around it: an HTTP client, a containerd client, Stop at cleanup.
 type caddyProc struct {
-	t       *testing.T
-	port    int
-	cmd     *exec.Cmd
-	logs    *logBuffer
-	exited  chan struct{}
-	waitErr error
+	t    *testing.T
+	port int
+	proc *caddyproc.Process
+	logs *caddyproc.Log // proc.Log
 
 	client *http.Client
 	// socket, when set, is the containerd the app uses (address mode);
@@ -264,37 +274,21 @@ func startCaddy(t *testing.T, port int, sites string) *caddyProc {
 func launchCaddy(t *testing.T, port int, config string) *caddyProc {
 	t.Helper()
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	logName := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + filepath.Base(dir) + ".log"
-	logs, err := newLogBuffer(filepath.Join(logDir, logName))
+	proc, err := caddyproc.Start(caddyproc.Options{
+		Bin:       caddyBin,
+		Dir:       dir,
+		Caddyfile: config,
+		LogPath:   filepath.Join(logDir, logName),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(caddyBin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Dir = dir
-	cmd.Stdout = logs
-	cmd.Stderr = logs
-	// Own XDG directories: Caddy's data (where spawn installs its init) and
-	// autosaved config stay inside the test's temp dir.
-	cmd.Env = append(os.Environ(),
-		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
-	)
-	// Own process group; if this test binary dies, Caddy dies with it (and
-	// takes its managed containerd along).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", caddyBin, err)
-	}
 	p := &caddyProc{
-		t:      t,
-		port:   port,
-		cmd:    cmd,
-		logs:   logs,
-		exited: make(chan struct{}),
+		t:    t,
+		port: port,
+		proc: proc,
+		logs: proc.Log,
 		client: &http.Client{
 			Transport: &http.Transport{Proxy: nil, DisableCompression: true},
 			CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -302,37 +296,14 @@ func launchCaddy(t *testing.T, port int, config string) *caddyProc {
 			},
 		},
 	}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logs.Close()
-		close(p.exited)
-	}()
-	t.Logf("caddy pid %d, config %s, log %s", cmd.Process.Pid, cfgPath, logs.path)
+	t.Logf("caddy pid %d, config %s, log %s", proc.Pid(), proc.ConfigPath, proc.Log.Path())
 	return p
 }
 
 // waitServing waits until Caddy has started all apps (its "serving initial
 // configuration" log line) and its HTTP port accepts connections.
 func (p *caddyProc) waitServing(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("caddy exited during start-up: %v", p.waitErr)
-		default:
-		}
-		if _, ok := p.logs.find("serving initial configuration", nil); ok {
-			c, err := net.DialTimeout("tcp", p.hostPort(), time.Second)
-			if err == nil {
-				c.Close()
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not serving on %s after %s", p.hostPort(), timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return p.proc.WaitServing(context.Background(), p.hostPort(), timeout)
 }
 
 func (p *caddyProc) hostPort() string { return "127.0.0.1:" + strconv.Itoa(p.port) }
@@ -368,7 +339,7 @@ func (p *caddyProc) do(t *testing.T, req *http.Request) (*http.Response, []byte)
 // daemonPID returns the managed containerd's pid from the most recent
 // "managed containerd started" log line.
 func (p *caddyProc) daemonPID() (int, bool) {
-	entries := p.logs.findAll("managed containerd started", nil)
+	entries := p.logs.FindAll("managed containerd started", nil)
 	if len(entries) == 0 {
 		return 0, false
 	}
@@ -471,7 +442,7 @@ func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 		out = append(out, st)
 	}
 	var snaps []string
-	err = c.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	err = c.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info ctrsnapshots.Info) error {
 		snaps = append(snaps, info.Name)
 		return nil
 	}, managedFilter)
@@ -584,7 +555,7 @@ func (p *caddyProc) stop() {
 	t.Helper()
 	p.client.CloseIdleConnections()
 	select {
-	case <-p.exited:
+	case <-p.proc.Exited():
 	default:
 		// What the requests created must be gone before shutdown sweeps.
 		p.waitOnlyPooled(t)
@@ -592,20 +563,8 @@ func (p *caddyProc) stop() {
 	if p.ctrd != nil {
 		_ = p.ctrd.Close()
 	}
-	select {
-	case <-p.exited:
-	default:
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-			if p.waitErr != nil {
-				t.Errorf("caddy exited with %v after SIGTERM", p.waitErr)
-			}
-		case <-time.After(30 * time.Second):
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.exited
-			t.Errorf("caddy did not exit within 30s of SIGTERM; killed its process group")
-		}
+	if err := p.proc.Stop(30 * time.Second); err != nil {
+		t.Error(err)
 	}
 	if pid, ok := p.daemonPID(); ok {
 		eventually(t, 15*time.Second, func() (bool, string) {
@@ -629,12 +588,7 @@ func (p *caddyProc) stop() {
 // dumpLogs writes Caddy's output into the test log.
 func (p *caddyProc) dumpLogs() {
 	p.t.Helper()
-	text := p.logs.String()
-	const max = 64 << 10
-	if len(text) > max {
-		text = "…" + text[len(text)-max:]
-	}
-	p.t.Logf("caddy output (%s):\n%s", p.logs.path, text)
+	p.t.Logf("caddy output (%s):\n%s", p.logs.Path(), p.logs.Tail(64<<10))
 }
 
 // processAlive reports whether pid runs and its command line mentions
@@ -678,102 +632,12 @@ func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string))
 	}
 }
 
-// logBuffer collects Caddy's output (JSON log lines, plus plain text such
-// as a start-up error) in memory and in a file.
-type logBuffer struct {
-	path string
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	file *os.File
-}
-
-func newLogBuffer(path string) (*logBuffer, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	return &logBuffer{path: path, file: f}, nil
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	if l.file != nil {
-		_, _ = l.file.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *logBuffer) Close() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.file != nil {
-		_ = l.file.Close()
-		l.file = nil
-	}
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// entries parses every complete JSON log line.
-func (l *logBuffer) entries() []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(l.String(), "\n") {
-		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "{") {
-			continue
-		}
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// findAll returns the log entries whose msg is msg and whose fields match
-// fields: a field matches when its value, formatted with fmt.Sprint,
-// contains the wanted string (so numbers compare as "3").
-func (l *logBuffer) findAll(msg string, fields map[string]string) []map[string]any {
-	var out []map[string]any
-	for _, e := range l.entries() {
-		if e["msg"] != msg {
-			continue
-		}
-		ok := true
-		for k, want := range fields {
-			v, present := e[k]
-			if !present || !strings.Contains(fmt.Sprint(v), want) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (l *logBuffer) find(msg string, fields map[string]string) (map[string]any, bool) {
-	all := l.findAll(msg, fields)
-	if len(all) == 0 {
-		return nil, false
-	}
-	return all[0], true
-}
-
-// waitLog waits for a log entry like find's and fails the test without one.
+// waitLog waits for a log entry like Log.Find's and fails the test without one.
 func (p *caddyProc) waitLog(t *testing.T, timeout time.Duration, msg string, fields map[string]string) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		if e, ok := p.logs.find(msg, fields); ok {
+		if e, ok := p.logs.Find(msg, fields); ok {
 			return e
 		}
 		if time.Now().After(deadline) {
@@ -782,28 +646,6 @@ func (p *caddyProc) waitLog(t *testing.T, timeout time.Duration, msg string, fie
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// errorLogMentioning returns the first error-level log entry whose msg
-// contains every one of parts.
-func (l *logBuffer) errorLogMentioning(parts ...string) (map[string]any, bool) {
-	for _, e := range l.entries() {
-		if e["level"] != "error" {
-			continue
-		}
-		msg := fmt.Sprint(e["msg"])
-		ok := true
-		for _, s := range parts {
-			if !strings.Contains(msg, s) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return e, true
-		}
-	}
-	return nil, false
 }
 
 // rescue cleans up after a Caddy that failed to: for every surviving
@@ -832,7 +674,7 @@ func rescue(logf func(format string, args ...any)) {
 			if err != nil {
 				continue
 			}
-			for _, f := range strings.Fields(string(b)) {
+			for f := range strings.FieldsSeq(string(b)) {
 				if pid, err := strconv.Atoi(f); err == nil {
 					logf("rescue: killing process %d of container %s", pid, id)
 					_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -855,10 +697,10 @@ func rescue(logf func(format string, args ...any)) {
 		}
 	}
 	mounts := mountsUnder(ctrdRoot, stateDir, runDir)
-	for i := len(mounts) - 1; i >= 0; i-- { // nested mounts come later
-		logf("rescue: unmounting %s", mounts[i])
-		if err := syscall.Unmount(mounts[i], syscall.MNT_DETACH); err != nil {
-			logf("rescue: unmounting %s: %v", mounts[i], err)
+	for _, mount := range slices.Backward(mounts) { // nested mounts come later
+		logf("rescue: unmounting %s", mount)
+		if err := syscall.Unmount(mount, syscall.MNT_DETACH); err != nil {
+			logf("rescue: unmounting %s: %v", mount, err)
 		}
 	}
 }

@@ -21,20 +21,12 @@ import (
 	"time"
 )
 
-// Fixed test ports of the limits and hardening tests.
-const (
-	portIsolation = 18110 + iota
-	portMemory
-	portPids
-	portRequestBody
-	portResponseBytes
-)
-
 // TestIsolationDefaults checks what a default container may do, and the
 // opt-outs: no privileges, seccomp, the nofile limit, no network but
 // loopback (with `network host` opt-in), a read-only root and a non-root
 // user on request.
 func TestIsolationDefaults(t *testing.T) {
+	port := freePort(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +45,7 @@ func TestIsolationDefaults(t *testing.T) {
 	}()
 	hostAddr := ln.Addr().String()
 
-	p := startCaddy(t, portIsolation, site(portIsolation,
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/security", "security", "security", "pool 0"),
 		testfnRoute("/rlimit", "rlimit", "rlimit", "pool 0"),
 		testfnRoute("/rlimit4096", "rlimit4096", "rlimit", "pool 0", "nofile 4096"),
@@ -140,7 +132,8 @@ func TestIsolationDefaults(t *testing.T) {
 // by the kernel's OOM killer, confined to its container's cgroup: 502, the
 // log says it was killed, and the kernel log names the container.
 func TestMemoryLimit(t *testing.T) {
-	p := startCaddy(t, portMemory, site(portMemory,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/small", "memsmall", "alloc 8", "pool 0", "memory 32MiB"),
 		testfnRoute("/hog", "memhog", "alloc 64", "pool 0", "memory 32MiB"),
 	))
@@ -157,7 +150,7 @@ func TestMemoryLimit(t *testing.T) {
 	var entry map[string]any
 	eventually(t, 5*time.Second, func() (bool, string) {
 		var ok bool
-		entry, ok = p.logs.errorLogMentioning("route memhog", "function exited without output", "exit code 137: killed by signal 9", "out of memory")
+		entry, ok = p.logs.ErrorMentioning("route memhog", "function exited without output", "exit code 137: killed by signal 9", "out of memory")
 		return ok, "no error log entry says route memhog was killed by signal 9, out of memory"
 	})
 	if entry == nil {
@@ -174,7 +167,7 @@ func TestMemoryLimit(t *testing.T) {
 			return false, "dmesg: " + err.Error()
 		}
 		memcg := "oom_memcg=/" + namespace + "/" + id + ","
-		for _, line := range strings.Split(string(out), "\n") {
+		for line := range strings.SplitSeq(string(out), "\n") {
 			if strings.Contains(line, memcg) && strings.Contains(line, "task=testfn") {
 				return true, ""
 			}
@@ -188,8 +181,9 @@ func TestMemoryLimit(t *testing.T) {
 // count stays at the limit, forks fail there, Caddy keeps serving, and the
 // timeout kills the lot.
 func TestPidsLimit(t *testing.T) {
+	port := freePort(t)
 	const pids = 32
-	p := startCaddy(t, portPids, site(portPids,
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/bomb", "forkbomb", "forkbomb", "pool 0", "pids "+strconv.Itoa(pids), "timeout 5s"),
 		testfnRoute("/ok", "ok", "status 200", "pool 0"),
 	))
@@ -257,8 +251,9 @@ func TestPidsLimit(t *testing.T) {
 // gets 413 before any container starts; a chunked body going over it gets
 // 413 if the program had not answered yet, else an aborted response.
 func TestRequestBodyLimit(t *testing.T) {
+	port := freePort(t)
 	const limit = 1 << 20
-	p := startCaddy(t, portRequestBody, site(portRequestBody,
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/wc", "bodywc", "wc", "pool 0", "max_request_body 1MiB"),
 		testfnRoute("/cat", "bodycat", "cat", "pool 0", "max_request_body 1MiB"),
 	))
@@ -372,8 +367,9 @@ func TestRequestBodyLimit(t *testing.T) {
 // it is killed and the client gets exactly the limit, then an aborted
 // response.
 func TestResponseBytesLimit(t *testing.T) {
+	port := freePort(t)
 	const limit = 1 << 20
-	p := startCaddy(t, portResponseBytes, site(portResponseBytes,
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/small", "floodsmall", "flood 1000", "pool 0", "max_response_bytes 1MiB"),
 		testfnRoute("/exact", "floodexact", "flood "+strconv.Itoa(limit), "pool 0", "max_response_bytes 1MiB"),
 		testfnRoute("/flood", "flood", "flood "+strconv.Itoa(64*limit), "pool 0", "max_response_bytes 1MiB"),

@@ -17,8 +17,6 @@ import (
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
 
-const portOutage = 18099
-
 // TestContainerdOutage: with an external containerd (address mode), a
 // request while containerd is down gets 503 with Retry-After, and service
 // comes back on its own once containerd is back — no Caddy restart.
@@ -40,6 +38,7 @@ func TestContainerdOutage(t *testing.T) {
 	d := start()
 	defer func() { _ = d.Stop(context.Background()) }()
 
+	port := freePort(t)
 	config := fmt.Sprintf(`{
 	admin %s
 	spawn {
@@ -49,8 +48,8 @@ func TestContainerdOutage(t *testing.T) {
 }
 
 %s
-`, adminAddr, cfg.Address(), runDir+"-ext", site(portOutage, testfnRoute("/ok", "outage", "status 200", "pool 0")))
-	p := launchCaddy(t, portOutage, config)
+`, adminAddr, cfg.Address(), runDir+"-ext", site(port, testfnRoute("/ok", "outage", "status 200", "pool 0")))
+	p := launchCaddy(t, port, config)
 	p.socket = cfg.Address()
 	t.Cleanup(p.Stop)
 	if err := p.waitServing(startTimeout); err != nil {

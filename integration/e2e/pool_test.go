@@ -14,14 +14,6 @@ import (
 	"time"
 )
 
-// Ports of the pool tests, after those of e2e_test.go.
-const (
-	portPoolSingleUse = 18095 + iota
-	portPoolEnv
-	portPoolBurst
-	portMaxConcurrent
-)
-
 // pooledRoute is a testfn route with a pool, reporting how each request
 // got its container in response headers.
 func pooledRoute(matcher, name, args string, pool int) string {
@@ -53,8 +45,9 @@ func (p *caddyProc) waitPoolFull(t *testing.T, route string, n int) []string {
 // TestPoolSingleUse: every warm request gets a container nobody used
 // before: a marker file written by the previous request is never seen.
 func TestPoolSingleUse(t *testing.T) {
+	port := freePort(t)
 	const pool, requests = 3, 50
-	p := startCaddy(t, portPoolSingleUse, site(portPoolSingleUse, pooledRoute("/marker", "marker", "marker", pool)))
+	p := startCaddy(t, port, site(port, pooledRoute("/marker", "marker", "marker", pool)))
 	containers := map[string]bool{}
 	pids := map[string]int{}
 	for i := range requests {
@@ -87,7 +80,8 @@ func TestPoolSingleUse(t *testing.T) {
 // TestPoolWarmEnv: the CGI environment of a container started before its
 // request is that request's, on the warm path.
 func TestPoolWarmEnv(t *testing.T) {
-	p := startCaddy(t, portPoolEnv, site(portPoolEnv, pooledRoute("/env", "env", "env", 2)))
+	port := freePort(t)
+	p := startCaddy(t, port, site(port, pooledRoute("/env", "env", "env", 2)))
 	methods := []string{"GET", "POST", "PUT", "DELETE", "PATCH"}
 	for i := range 10 {
 		p.waitPoolFull(t, "env", 2)
@@ -109,7 +103,7 @@ func TestPoolWarmEnv(t *testing.T) {
 			t.Errorf("request %d: start type %q, want warm", i, got)
 		}
 		env := map[string]string{}
-		for _, line := range strings.Split(string(out), "\n") {
+		for line := range strings.SplitSeq(string(out), "\n") {
 			if k, v, ok := strings.Cut(line, "="); ok {
 				env[k] = v
 			}
@@ -142,17 +136,16 @@ func TestPoolWarmEnv(t *testing.T) {
 // TestPoolRefillsAfterBurst: a burst larger than the pool is served (warm
 // first, then cold), and the pool refills to its size afterwards.
 func TestPoolRefillsAfterBurst(t *testing.T) {
+	port := freePort(t)
 	const pool, burst = 4, 12
-	p := startCaddy(t, portPoolBurst, site(portPoolBurst, pooledRoute("/b", "burst", "status 200", pool)))
+	p := startCaddy(t, port, site(port, pooledRoute("/b", "burst", "status 200", pool)))
 	before := p.waitPoolFull(t, "burst", pool)
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	starts := map[string]int{}
 	for range burst {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			resp, err := p.client.Get(p.url("/b"))
 			if err != nil {
 				t.Errorf("burst request: %v", err)
@@ -166,7 +159,7 @@ func TestPoolRefillsAfterBurst(t *testing.T) {
 				t.Errorf("burst request: status %d", resp.StatusCode)
 			}
 			starts[resp.Header.Get("X-Spawn-Start")]++
-		}()
+		})
 	}
 	wg.Wait()
 	if starts["warm"] < 1 || starts["warm"]+starts["cold"] != burst {
@@ -197,7 +190,8 @@ func TestPoolRefillsAfterBurst(t *testing.T) {
 // TestMaxConcurrent: past max_concurrent, a request waits queue_timeout,
 // then gets 503 with Retry-After; the slot frees when the first ends.
 func TestMaxConcurrent(t *testing.T) {
-	p := startCaddy(t, portMaxConcurrent, site(portMaxConcurrent,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/slow", "slow", "sleep 1500ms", "pool 1", "max_concurrent 1", "queue_timeout 200ms")))
 	first := make(chan int, 1)
 	go func() {

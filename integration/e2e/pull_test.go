@@ -21,11 +21,6 @@ import (
 	"github.com/caddy-spawn/caddy-spawn/internal/imagebuild"
 )
 
-// Ports of the registry tests: 18140-18149.
-const (
-	portPullRegistry = 18140 + iota
-)
-
 // pushTestfn pushes testfn.tar plus a layer holding /version, with
 // FN_VERSION=<version> in its environment, to ref on a registry behind
 // basic auth, and returns the pushed digest.
@@ -80,6 +75,7 @@ func pushTestfn(t *testing.T, ref, user, pass, version string) string {
 // registry changes nothing until a reload, which (pull_policy always) pulls
 // the new digest.
 func TestPullFromRegistry(t *testing.T) {
+	port := freePort(t)
 	const user, pass = "spawn", "e2e-registry-secret"
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +95,7 @@ func TestPullFromRegistry(t *testing.T) {
 	// {env.SPAWN_E2E_REG_PASS}.
 	t.Setenv("SPAWN_E2E_REG_PASS", pass)
 
-	sites := site(portPullRegistry, fmt.Sprintf(`	handle /pulled {
+	sites := site(port, fmt.Sprintf(`	handle /pulled {
 		spawn %s {
 			name pulled
 			args env
@@ -108,14 +104,14 @@ func TestPullFromRegistry(t *testing.T) {
 		}
 	}
 `, ref, user))
-	p := startCaddy(t, portPullRegistry, sites)
+	p := startCaddy(t, port, sites)
 	version := func(when string) string {
 		t.Helper()
 		resp, body := p.get(t, "/pulled")
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: GET /pulled: status %d, body %q", when, resp.StatusCode, body)
 		}
-		for _, l := range strings.Split(string(body), "\n") {
+		for l := range strings.SplitSeq(string(body), "\n") {
 			if v, ok := strings.CutPrefix(l, "FN_VERSION="); ok {
 				return v
 			}
@@ -126,7 +122,7 @@ func TestPullFromRegistry(t *testing.T) {
 	if v := version("after start"); v != "v1" {
 		t.Errorf("after start: FN_VERSION %q, want v1", v)
 	}
-	entry, ok := p.logs.find("pulled image", map[string]string{"route": "pulled", "image": ref})
+	entry, ok := p.logs.Find("pulled image", map[string]string{"route": "pulled", "image": ref})
 	if !ok {
 		t.Errorf("no \"pulled image\" log line for route pulled and %s", ref)
 	} else {
@@ -165,20 +161,20 @@ func TestPullFromRegistry(t *testing.T) {
 	if v := version("after reload"); v != "v2" {
 		t.Errorf("after reload: FN_VERSION %q, want v2 (the moved tag)", v)
 	}
-	if _, ok := p.logs.find("pulled image", map[string]string{"route": "pulled", "digest": d2}); !ok {
+	if _, ok := p.logs.Find("pulled image", map[string]string{"route": "pulled", "digest": d2}); !ok {
 		t.Errorf("no \"pulled image\" log line with digest %s after the reload", d2)
 	}
 	// The first config is gone: the next load releases the v1 pin, which
 	// nothing uses any more.
 	pin := strings.TrimSuffix(ref, ":latest") + "@" + d1
-	if _, ok := p.logs.find("removed unused image", map[string]string{"image": pin}); ok {
+	if _, ok := p.logs.Find("removed unused image", map[string]string{"image": pin}); ok {
 		t.Errorf("v1 pin %s removed while the first config was still live", pin)
 	}
 	reload()
 	if v := version("after the second reload"); v != "v2" {
 		t.Errorf("after the second reload: FN_VERSION %q, want v2", v)
 	}
-	if _, ok := p.logs.find("removed unused image", map[string]string{"image": pin}); !ok {
+	if _, ok := p.logs.Find("removed unused image", map[string]string{"image": pin}); !ok {
 		t.Errorf("no \"removed unused image\" log line for the v1 pin %s after the second reload", pin)
 	}
 	if strings.Contains(p.logs.String(), pass) {

@@ -10,13 +10,12 @@ import (
 	"time"
 )
 
-const portDaemonRestart = 18150
-
 // TestManagedContainerdRestart: the managed containerd dies under Caddy;
 // the app restarts it, and both the warm and the cold path serve again
 // without restarting Caddy.
 func TestManagedContainerdRestart(t *testing.T) {
-	p := startCaddy(t, portDaemonRestart, site(portDaemonRestart,
+	port := freePort(t)
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/warm", "rwarm", "status 200", "pool 2"),
 		testfnRoute("/cold", "rcold", "status 200", "pool 0"),
 	))

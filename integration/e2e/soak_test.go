@@ -18,27 +18,26 @@ import (
 	"time"
 )
 
-const portSoak = 18130
-
 // TestSoak sends many mixed requests — ok, non-zero exit, timeout, client
 // disconnect, oversized body — and checks that Caddy's open fds and
 // goroutines, the host's mounts and containerd/shim processes, and our containers and
 // snapshots return to their starting counts. Run it with `make soak`
 // (SOAK_REQUESTS, default 10000; SOAK_CONCURRENCY, default 8).
 func TestSoak(t *testing.T) {
+	port := freePort(t)
 	total := envInt("SOAK_REQUESTS", 10000)
 	conc := envInt("SOAK_CONCURRENCY", 8)
 	const pool = 2
-	sites := site(portSoak,
+	sites := site(port,
 		testfnRoute("/ok", "ok", "cat", fmt.Sprintf("pool %d", pool), "max_request_body 64KiB"),
 		testfnRoute("/exit", "exit", "exit 3", fmt.Sprintf("pool %d", pool)),
 		testfnRoute("/slow", "slow", "sleep 1h", "pool 0", "timeout 1s"),
 	)
-	p := startCaddy(t, portSoak, sites)
+	p := startCaddy(t, port, sites)
 	for _, r := range []string{"ok", "exit"} {
 		p.waitPoolFull(t, r, pool)
 	}
-	pid := p.cmd.Process.Pid
+	pid := p.proc.Pid()
 	time.Sleep(2 * time.Second) // let start-up goroutines settle
 	start := p.counts(t, pid)
 	t.Logf("start: %+v", start)
@@ -94,9 +93,7 @@ func TestSoak(t *testing.T) {
 	)
 	began := time.Now()
 	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for n := next.Add(1); n <= int64(total); n = next.Add(1) {
 				name := weights[rand.IntN(len(weights))]
 				var code int
@@ -113,7 +110,7 @@ func TestSoak(t *testing.T) {
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	took := time.Since(began)

@@ -14,16 +14,15 @@ import (
 	"time"
 )
 
-const portStreamMemory = 18120
-
 // TestStreamMemory streams 1 GiB out of a container through Caddy and
 // checks that Caddy's resident memory grows by less than 64 MiB: the
 // response is streamed with a bounded buffer, never held.
 func TestStreamMemory(t *testing.T) {
+	port := freePort(t)
 	const size = 1 << 30
-	p := startCaddy(t, portStreamMemory, site(portStreamMemory,
+	p := startCaddy(t, port, site(port,
 		testfnRoute("/gib", "gib", fmt.Sprintf("flood %d", size), "pool 0", "timeout 5m")))
-	pid := p.cmd.Process.Pid
+	pid := p.proc.Pid()
 	// One request first, so lazily allocated pools are in the baseline.
 	if resp, _ := p.get(t, "/nope"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("warm-up: status %d", resp.StatusCode)
@@ -74,7 +73,7 @@ func rssKiB(t *testing.T, pid int) int64 {
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
 			return n
