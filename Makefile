@@ -27,7 +27,7 @@ RUNC_STAMP          := $(TOOLS)/.runc-$(RUNC_VERSION)
 GOLANGCI_LINT_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
 GO_SOURCES          := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration fuzz bench soak build images tools deps host lint golden clean
+.PHONY: all run test unit integration integration-stock fuzz bench soak build images tools deps host lint golden clean
 
 all: build
 
@@ -37,7 +37,7 @@ run: tools host images build
 	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
 
 ## test: set everything up, then lint, unit, fuzz (short), containerd integration and end-to-end tests
-test: tools lint images build unit fuzz integration
+test: tools lint images build unit fuzz integration integration-stock
 
 unit:
 	SPAWN_REQUIRE_QEMU=1 $(GO) test -count=1 ./...
@@ -53,6 +53,18 @@ integration: tools host images build
 	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) \
 		$(GO) test -count=1 -p 1 -timeout 30m -tags integration -v ./integration/... 2>&1 | tee $(BUILD)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; \
 		! grep -qE -- '^\s*--- SKIP' $(BUILD)/integration.log || { echo "FAIL: real tests were skipped"; exit 1; }
+
+## integration-stock: the containerd suite and the core end-to-end tests again on the stock
+## path (containerd's runc shim: SPAWN_PATH=stock, fast_path off), so the fallback keeps working.
+STOCK_E2E := TestHello|TestChunkedRoundTrip|TestPoolSingleUse|TestTimeout|TestClientDisconnect|TestNonZeroExit|TestCrashRecovery|TestCleanup
+integration-stock: tools host images build
+	@[ "$$(id -u)" = 0 ] || { echo "integration tests need root (containers)"; exit 1; }
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) SPAWN_PATH=stock SPAWN_FAST_PATH=off \
+		$(GO) test -count=1 -p 1 -timeout 20m -tags integration -v ./integration/containerd/ 2>&1 | tee $(BUILD)/integration-stock.log | grep -E '^(--- |PASS|FAIL|ok|panic)'
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) SPAWN_FAST_PATH=off \
+		$(GO) test -count=1 -p 1 -timeout 20m -tags integration -v -run '^($(STOCK_E2E))$$' ./integration/e2e/ 2>&1 | tee -a $(BUILD)/integration-stock.log | grep -E '^(--- |PASS|FAIL|ok|panic)'
+	@! grep -qE -- '^\s*--- SKIP' $(BUILD)/integration-stock.log || { echo "FAIL: real tests were skipped"; exit 1; }
+	@n=$$(grep -cE '^--- PASS: ($(STOCK_E2E)) ' $(BUILD)/integration-stock.log); [ "$$n" = 8 ] || { echo "FAIL: $$n of 8 core e2e tests passed on the stock path"; exit 1; }
 
 ## bench: latency and throughput against host CGI and naive per-request containers
 bench: tools host images build

@@ -225,6 +225,7 @@ func (p *Pool[T]) refillLoop() {
 			if res.err == nil {
 				p.idle = append(p.idle, res.t)
 				p.notify()
+				go p.watchIdle(res.t)
 			}
 			p.mu.Unlock()
 			if res.err == nil {
@@ -237,6 +238,34 @@ func (p *Pool[T]) refillLoop() {
 				p.log.Warn("refilling pool", zap.Int("failures", failures), zap.Duration("retry_in", backoff), zap.Error(res.err))
 			}
 		}
+	}
+}
+
+// watchIdle takes t out of the pool and destroys it if it dies while it
+// waits — its task server or containerd lost it, or it was killed from
+// outside — so the pool refills instead of holding a dead container until
+// a request claims it.
+func (p *Pool[T]) watchIdle(t T) {
+	select {
+	case <-t.Exited():
+	case <-p.ctx.Done():
+		return
+	}
+	p.mu.Lock()
+	found := false
+	for i, x := range p.idle {
+		if any(x) == any(t) {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			found = true
+			p.notify()
+			break
+		}
+	}
+	p.mu.Unlock()
+	if found {
+		p.log.Warn("pooled container died while idle; replacing it")
+		t.Destroy(context.Background())
+		p.signal()
 	}
 }
 

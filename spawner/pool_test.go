@@ -177,3 +177,28 @@ func TestPoolBacksOffOnFailure(t *testing.T) {
 	eventually(t, "pool to fill after recovery", func() bool { return p.Idle() == 2 })
 	p.Close(context.Background())
 }
+
+// TestPoolDropsDeadIdle: a pooled container that dies while it waits is
+// taken out of the pool, destroyed and replaced, without any claim.
+func TestPoolDropsDeadIdle(t *testing.T) {
+	ff := &fakeFactory{}
+	p := NewPool(PoolConfig[*fakeInst]{Size: 2, Create: ff.create})
+	p.Start()
+	defer p.Close(context.Background())
+	eventually(t, "pool full", func() bool { return p.Idle() == 2 })
+	ff.mu.Lock()
+	dead := ff.made[0]
+	ff.mu.Unlock()
+	close(dead.exited)
+	eventually(t, "dead container destroyed", dead.destroyed.Load)
+	eventually(t, "replacement made", func() bool { return ff.count() == 3 && p.Idle() == 2 })
+	for range 2 {
+		got, warm, err := p.Acquire(context.Background())
+		if err != nil || !warm {
+			t.Fatalf("Acquire: warm=%v err=%v", warm, err)
+		}
+		if got == dead {
+			t.Fatal("the dead container was served")
+		}
+	}
+}

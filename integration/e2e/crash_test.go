@@ -53,7 +53,7 @@ func TestCrashRecovery(t *testing.T) {
 	// On the stock path the shims outlive Caddy; on the fast path the task
 	// server dies with it, and the containers' processes, cgroups and
 	// rootfs mounts are what is left.
-	_, fast := first.logs.find("fast path: task server started", nil)
+	_, fast := first.logs.Find("fast path: task server started", nil)
 	eventually(t, 10*time.Second, func() (bool, string) {
 		var left []string
 		for _, id := range old {

@@ -211,11 +211,22 @@ func caddyfile(sites string) string {
 			state %s
 		}
 		run_dir %s
+		fast_path %s
 	}
 }
 
 %s
-`, adminAddr, ctrdRoot, stateDir, runDir, strings.TrimRight(sites, "\n"))
+`, adminAddr, ctrdRoot, stateDir, runDir, fastPathMode(), strings.TrimRight(sites, "\n"))
+}
+
+// fastPathMode is the spawn app's fast_path for the suite: "on" (it must
+// run: a host that can't run it fails the suite) unless SPAWN_FAST_PATH
+// says otherwise, as the stock-path run (`make integration-stock`) does.
+func fastPathMode() string {
+	if m := os.Getenv("SPAWN_FAST_PATH"); m != "" {
+		return m
+	}
+	return "on"
 }
 
 // testfnRoute returns a handle block serving testfn in mode args at
