@@ -217,14 +217,14 @@ func (a *App) Start() (err error) {
 	}
 	a.backend, a.bkey = b, key
 	if a.FastPath == fastPathOn && b.fast == nil {
-		a.releaseBackend()
+		_ = a.releaseBackend()
 		return fmt.Errorf("fast_path on: the fast path is not running for this containerd (see the start-up log for why, or restart Caddy after changing fast_path)")
 	}
 	// Caddy does not Stop an app whose Start failed: release here, or a
 	// refused config would keep the containerd backend alive forever.
 	defer func() {
 		if err != nil {
-			a.releaseBackend()
+			_ = a.releaseBackend()
 		}
 	}()
 

@@ -172,7 +172,7 @@ func (head *cgiHead) add(name, value string, lineNo int, haveStatus *bool) error
 // field's, else 302 with a Location, else 200.
 func (head *cgiHead) finish(haveStatus bool) {
 	for _, name := range head.Header.Values("Connection") {
-		for _, token := range strings.Split(name, ",") {
+		for token := range strings.SplitSeq(name, ",") {
 			if token = strings.TrimSpace(token); token != "" {
 				head.Header.Del(token)
 			}

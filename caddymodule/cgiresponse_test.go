@@ -365,8 +365,7 @@ func checkCGIHeadErr(t *testing.T, got, want error) {
 		if !errors.Is(got, want) {
 			t.Fatalf("readCGIHead() error = %v, want %v", got, want)
 		}
-		var m malformedHeaderError
-		if errors.As(got, &m) {
+		if _, ok := errors.AsType[malformedHeaderError](got); ok {
 			t.Fatalf("readCGIHead() error = %v is a malformedHeaderError, want %v", got, want)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
@@ -190,9 +191,7 @@ func (ex *exchange) causeBeforeHeader(err error) error {
 // writeHeader sends the status and headers, declaring the trailers.
 func (ex *exchange) writeHeader() {
 	hdr := ex.w.Header()
-	for k, v := range ex.head.Header {
-		hdr[k] = v
-	}
+	maps.Copy(hdr, ex.head.Header)
 	hdr.Add("Trailer", trailerExitCode)
 	hdr.Add("Trailer", trailerError)
 	ex.w.WriteHeader(ex.head.Status)

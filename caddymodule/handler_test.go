@@ -144,9 +144,9 @@ func newHandlerTest(t *testing.T, program func(p *fakeProcess) uint32, modify fu
 }
 
 // serve runs ServeHTTP and returns its error, or what it panicked with.
-func (ht *handlerTest) serve(w http.ResponseWriter, r *http.Request) (err error, panicked any) {
+func (ht *handlerTest) serve(w http.ResponseWriter, r *http.Request) (panicked any, err error) {
 	defer func() { panicked = recover() }()
-	return ht.h.ServeHTTP(w, r, nil), nil
+	return nil, ht.h.ServeHTTP(w, r, nil)
 }
 
 // checkEnded checks what every request leaves behind: its container given
@@ -323,7 +323,7 @@ func TestServeHTTP(t *testing.T) {
 			ht.src.proc.oom = tc.oom
 			req := httptest.NewRequest(http.MethodPost, "/fn", strings.NewReader(tc.body))
 			rec := httptest.NewRecorder()
-			err, panicked := ht.serve(rec, req)
+			panicked, err := ht.serve(rec, req)
 			if tc.wantErr != nil {
 				checkHandlerError(t, err, panicked, tc.wantStatus, tc.wantErr)
 				if !strings.Contains(err.Error(), tc.wantErrText) {
@@ -366,7 +366,7 @@ func checkResponse(t *testing.T, resp *http.Response, status int, body string, h
 func TestServeHTTPRequestEnv(t *testing.T) {
 	ht := newHandlerTest(t, func(p *fakeProcess) uint32 { p.write("\n"); return 0 }, func(h *Handler) { h.ScriptName = "/fn" })
 	req := httptest.NewRequest(http.MethodGet, "/fn/path?q=1", nil)
-	if err, panicked := ht.serve(httptest.NewRecorder(), req); err != nil || panicked != nil {
+	if panicked, err := ht.serve(httptest.NewRecorder(), req); err != nil || panicked != nil {
 		t.Fatalf("ServeHTTP = %v, panic %v", err, panicked)
 	}
 	for _, want := range []string{"REQUEST_METHOD=GET", "PATH_INFO=/path", "QUERY_STRING=q=1", "SCRIPT_NAME=/fn", "ROUTE_VAR=route"} {
@@ -383,7 +383,7 @@ func TestServeHTTPTimeout(t *testing.T) {
 
 	t.Run("before the header", func(t *testing.T) {
 		ht := newHandlerTest(t, (*fakeProcess).waitKilled, timeout)
-		err, panicked := ht.serve(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+		panicked, err := ht.serve(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
 		checkHandlerError(t, err, panicked, http.StatusGatewayTimeout, errTimeout)
 		ht.checkEnded(t, true)
 	})
@@ -394,7 +394,7 @@ func TestServeHTTPTimeout(t *testing.T) {
 			return p.waitKilled()
 		}, timeout)
 		rec := httptest.NewRecorder()
-		err, panicked := ht.serve(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		panicked, err := ht.serve(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 		ht.checkCutShort(t, err, panicked, "response cut short", "timeout")
 		checkResponse(t, rec.Result(), http.StatusOK, "partial", nil, map[string]string{trailerExitCode: ""})
 		ht.checkEnded(t, true)
@@ -409,7 +409,7 @@ func TestServeHTTPClientGone(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(30*time.Millisecond, cancel)
 		req := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(ctx)
-		err, panicked := ht.serve(httptest.NewRecorder(), req)
+		panicked, err := ht.serve(httptest.NewRecorder(), req)
 		checkHandlerError(t, err, panicked, statusClientClosedRequest, errClientGone)
 		ht.checkEnded(t, true)
 	})
@@ -422,7 +422,7 @@ func TestServeHTTPClientGone(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(30*time.Millisecond, cancel)
 		req := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(ctx)
-		err, panicked := ht.serve(httptest.NewRecorder(), req)
+		panicked, err := ht.serve(httptest.NewRecorder(), req)
 		ht.checkCutShort(t, err, panicked, "response cut short", "client went away")
 		ht.checkEnded(t, true)
 	})
@@ -435,7 +435,7 @@ func TestServeHTTPClientGone(t *testing.T) {
 			return 0
 		}, nil)
 		w := &failingWriter{ResponseRecorder: httptest.NewRecorder()}
-		err, panicked := ht.serve(w, httptest.NewRequest(http.MethodGet, "/", nil))
+		panicked, err := ht.serve(w, httptest.NewRequest(http.MethodGet, "/", nil))
 		ht.checkCutShort(t, err, panicked, "client went away during response", "")
 		ht.checkEnded(t, true)
 	})
@@ -468,7 +468,7 @@ func TestServeHTTPContentLengthOverLimit(t *testing.T) {
 			req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("x"))
 			req.ContentLength = tc.length
 			rec := httptest.NewRecorder()
-			err, panicked := ht.serve(rec, req)
+			panicked, err := ht.serve(rec, req)
 			if tc.wantStatus == 0 {
 				if err != nil || panicked != nil {
 					t.Fatalf("ServeHTTP = %v, panic %v; want it served", err, panicked)
@@ -512,7 +512,7 @@ func TestServeHTTPStreamedBodyOverLimit(t *testing.T) {
 			return 0
 		}, limit)
 		rec := httptest.NewRecorder()
-		err, panicked := ht.serve(rec, body())
+		panicked, err := ht.serve(rec, body())
 		checkHandlerError(t, err, panicked, http.StatusRequestEntityTooLarge, errBodyTooLarge)
 		if rec.Header().Get("Connection") != "close" {
 			t.Errorf("Connection %q, want close", rec.Header().Get("Connection"))
@@ -528,7 +528,7 @@ func TestServeHTTPStreamedBodyOverLimit(t *testing.T) {
 			return p.waitKilled()
 		}, limit)
 		rec := httptest.NewRecorder()
-		err, panicked := ht.serve(rec, body())
+		panicked, err := ht.serve(rec, body())
 		ht.checkCutShort(t, err, panicked, "response cut short", "request body over max_request_body")
 		if rec.Body.Len() > 10 {
 			t.Errorf("echoed %d bytes, more than the 10 the program may read", rec.Body.Len())
@@ -547,7 +547,7 @@ func TestServeHTTPResponseOverLimit(t *testing.T) {
 		return 0
 	}, func(h *Handler) { h.MaxResponseBytes = 25 })
 	rec := httptest.NewRecorder()
-	err, panicked := ht.serve(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	panicked, err := ht.serve(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 	ht.checkCutShort(t, err, panicked, "response cut short", "response over max_response_bytes")
 	if rec.Body.Len() != 25 {
 		t.Errorf("sent %d bytes, want exactly max_response_bytes (25)", rec.Body.Len())
@@ -587,7 +587,7 @@ func TestServeHTTPNoContainer(t *testing.T) {
 			ht.src.err = tc.acquireErr
 			ht.src.proc.beginErr = tc.beginErr
 			rec := httptest.NewRecorder()
-			err, panicked := ht.serve(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+			panicked, err := ht.serve(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 			checkHandlerError(t, err, panicked, tc.wantStatus, tc.wantErr)
 			if got := rec.Header().Get("Retry-After"); got != tc.wantRetryAfter {
 				t.Errorf("Retry-After %q, want %q", got, tc.wantRetryAfter)

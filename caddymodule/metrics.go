@@ -51,8 +51,7 @@ func initMetrics(registry *prometheus.Registry) error {
 		spawnMetrics.requestSeconds, spawnMetrics.exits,
 	} {
 		if err := registry.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
+			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 				return err
 			}
 		}

@@ -74,7 +74,7 @@ func TestRouteKeyCoversFunction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	typ := reflect.TypeOf(spawner.Function{})
+	typ := reflect.TypeFor[spawner.Function]()
 	for i := range typ.NumField() {
 		field := typ.Field(i)
 		t.Run(field.Name, func(t *testing.T) {

@@ -22,7 +22,7 @@ func oomKilled(cgroup string) bool {
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(string(b), "\n") {
+		for line := range strings.SplitSeq(string(b), "\n") {
 			if n, ok := strings.CutPrefix(line, "oom_kill "); ok {
 				return strings.TrimSpace(n) != "0"
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -295,7 +296,7 @@ func (i *Instance) Function() *Function { return i.fn }
 // Begin sends the request's environment to the init, which then starts the
 // program. Call it once, before writing the body.
 func (i *Instance) Begin(env []string) error {
-	env = append(env[:len(env):len(env)], exitTokenKey+"="+i.token)
+	env = append(slices.Clip(env), exitTokenKey+"="+i.token)
 	frame, err := initframe.Encode(env)
 	if err != nil {
 		return fmt.Errorf("encoding request frame for %s: %w", i.ID, err)
@@ -445,11 +446,9 @@ func (i *Instance) Destroy(ctx context.Context) {
 // Release tears the instance down in the background, off the request's
 // critical path. Drain waits for all releases.
 func (s *Spawner) Release(i *Instance) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.wg.Go(func() {
 		i.Destroy(context.Background())
-	}()
+	})
 }
 
 // Drain waits until all released instances are gone, or ctx ends.

@@ -143,11 +143,9 @@ func (p *Pool[T]) Close(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for _, t := range idle {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			t.Destroy(ctx)
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -201,13 +199,11 @@ func (p *Pool[T]) refillLoop() {
 			if err := p.cfg.Refill.Acquire(p.ctx, 1); err != nil {
 				return
 			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
+			p.wg.Go(func() {
 				t, err := p.fillOne()
 				p.cfg.Refill.Release(1)
 				p.results <- fillResult[T]{t, err}
-			}()
+			})
 		}
 		var retry <-chan time.Time
 		if backoff > 0 {

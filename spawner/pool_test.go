@@ -86,7 +86,7 @@ func TestPoolFillsClaimsAndRefills(t *testing.T) {
 		}
 	}
 	seen := map[int]bool{}
-	for i := 0; i < 10; i++ {
+	for range 10 {
 		inst, warm, err := p.Acquire(context.Background())
 		if err != nil {
 			t.Fatal(err)

@@ -58,11 +58,9 @@ func (s *Spawner) Close(ctx context.Context) {
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, i := range live {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			i.Destroy(ctx)
-		}()
+		})
 	}
 	wg.Wait()
 	s.Drain(ctx)

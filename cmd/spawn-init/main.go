@@ -104,7 +104,7 @@ func takeToken(env []string) (token string, rest []string, ok bool) {
 // on stderr (see the package doc). It does not return.
 func supervise(token, prog string, argv, env []string) {
 	// Keep the program (same uid) from reading the token out of our memory.
-	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0)
+	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0) //nolint:dogsled // prctl can't fail with these arguments
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
@@ -173,10 +173,10 @@ func execvp(prog string, argv, env []string) (int, string) {
 func runvp(prog string, env []string, run func(file string) (int, error)) (pid, code int, msg string) {
 	if strings.IndexByte(prog, '/') >= 0 {
 		pid, err := run(prog)
-		switch {
-		case err == nil:
+		switch err {
+		case nil:
 			return pid, 0, ""
-		case err == syscall.ENOENT:
+		case syscall.ENOENT:
 			return 0, exitNotFound, prog + ": " + err.Error()
 		default:
 			return 0, exitNoExec, prog + ": " + err.Error()

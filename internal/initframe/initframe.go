@@ -132,8 +132,8 @@ func Merge(base, over []string) []string {
 	for _, list := range [2][]string{base, over} {
 		for _, e := range list {
 			k := e
-			if i := strings.IndexByte(e, '='); i >= 0 {
-				k = e[:i]
+			if before, _, ok := strings.Cut(e, "="); ok {
+				k = before
 			}
 			if i, ok := index[k]; ok {
 				out[i] = e

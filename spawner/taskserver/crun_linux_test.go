@@ -54,8 +54,10 @@ func TestCrunRun(t *testing.T) {
 		wantErr []string // substrings of the error; nil: success
 	}{
 		{name: "success", body: "exit 0"},
-		{name: "failure with a message", body: `printf 'warning: x\nerror: boom\n' >> "$log"; exit 1`,
-			wantErr: []string{"crun state", "exit status 1", "warning: x; error: boom"}},
+		{
+			name: "failure with a message", body: `printf 'warning: x\nerror: boom\n' >> "$log"; exit 1`,
+			wantErr: []string{"crun state", "exit status 1", "warning: x; error: boom"},
+		},
 		{name: "failure without a message", body: "exit 2", wantErr: []string{"exit status 2", "no message"}},
 		{name: "killed", body: "kill -9 $$", wantErr: []string{"killed by SIGKILL"}},
 	}

@@ -6,14 +6,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/ttrpc"
-	"github.com/containerd/typeurl/v2"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
 )
 
 // eventQueue bounds the events waiting to be forwarded; beyond it, events
@@ -62,7 +62,7 @@ func (p *publisher) run(stop <-chan struct{}) {
 			return
 		case env := <-p.queue:
 			var err error
-			for attempt := 0; attempt < 5; attempt++ {
+			for attempt := range 5 {
 				if err = p.forward(env); err == nil {
 					break
 				}

@@ -138,7 +138,7 @@ func TestReaperDeliversExitsOfRealChildren(t *testing.T) {
 func TestReaperRunReapsOnSIGCHLD(t *testing.T) {
 	r := newReaper()
 	runReaper(t, r)
-	for i := 0; i < 20; i++ {
+	for i := range 20 {
 		pid := spawn(t, "/bin/sh", "-c", "exit 7")
 		if got := exitCode(receive(t, r.wait(pid))); got != 7 {
 			t.Fatalf("child %d: exit code = %d, want 7", i, got)

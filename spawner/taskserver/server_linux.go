@@ -13,13 +13,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/ttrpc"
 	"github.com/moby/sys/mountinfo"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/ttrpc"
 )
 
 // Config is what a task server needs.
@@ -245,7 +245,7 @@ func (s *Server) killCgroup(cgroup string) int {
 		if err != nil {
 			continue
 		}
-		for _, f := range strings.Fields(string(b)) {
+		for f := range strings.FieldsSeq(string(b)) {
 			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
 				if unix.Kill(pid, unix.SIGKILL) == nil {
 					n++

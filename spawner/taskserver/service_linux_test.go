@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errgrpc"
 	"golang.org/x/sys/unix"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 )
 
 // fakePid is above any pid_max: signalling it reaches no process.
@@ -38,7 +38,6 @@ var (
 	notImplemented     = errKind{"NotImplemented", errdefs.IsNotImplemented}
 	failedPrecondition = errKind{"FailedPrecondition", errdefs.IsFailedPrecondition}
 	alreadyExists      = errKind{"AlreadyExists", errdefs.IsAlreadyExists}
-	canceled           = errKind{"Canceled", errdefs.IsCanceled}
 )
 
 func wantErr(t *testing.T, what string, err error, kind errKind) {

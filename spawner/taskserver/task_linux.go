@@ -185,7 +185,7 @@ func (s *Server) removeExited(t *task) bool {
 	for _, root := range s.cgroupRoots {
 		dir := filepath.Join(root, t.cgroup)
 		var err error
-		for attempt := 0; attempt < 20; attempt++ {
+		for range 20 {
 			if err = unix.Rmdir(dir); err == nil || err == unix.ENOENT {
 				err = nil
 				break
