@@ -15,7 +15,12 @@
 //     snapshots and leases, and the janitor of this run's orphans
 //     (reaper.go); the label keys it sweeps by are re-exported from
 //     package snapshots (labels.go);
-//   - a managed containerd, supervised as a child process (daemon.go).
+//   - a managed containerd, supervised as a child process (daemon.go);
+//   - the fast path: our task server (subpackage taskserver), supervised as
+//     a child process, and the sandbox record through which containerd
+//     attaches our containers' tasks to it (fastpath_linux.go); each
+//     function's spec and layer chain, taken once from its first container
+//     (template.go).
 //
 // Images and the containers' writable snapshots belong to package snapshots,
 // which spawner calls. Spawning containers needs Linux: the package compiles
