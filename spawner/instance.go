@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
@@ -180,11 +182,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	if err != nil {
 		return nil, fmt.Errorf("waiting on task %s: %w", id, err)
 	}
-	go func() {
-		inst.status = <-exitCh
-		close(inst.exited)
-		inst.finish(inst.status.ExitCode())
-	}()
+	go inst.watchExit(exitCh)
 	if err := task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting task %s: %w", id, err)
 	}
@@ -217,6 +215,52 @@ func (s *Spawner) taskOpts() []client.NewTaskOpts {
 		return []client.NewTaskOpts{client.WithTaskAPIEndpoint(fp.Endpoint(), 3)}
 	}
 	return nil
+}
+
+// watchExit waits for the task's exit. containerd going away breaks the
+// wait without the task having exited — it runs on under its shim or our
+// task server, and containerd reconnects to it when it is back — so then
+// the wait is made again, until containerd answers or the Spawner closes.
+func (i *Instance) watchExit(ch <-chan client.ExitStatus) {
+	backoff := 100 * time.Millisecond
+	for {
+		st := <-ch
+		if err := st.Error(); err != nil && isUnavailable(err) {
+			if next := i.waitAgain(&backoff); next != nil {
+				ch = next
+				continue
+			}
+		}
+		i.status = st
+		close(i.exited)
+		i.finish(st.ExitCode())
+		return
+	}
+}
+
+// waitAgain makes the wait again once containerd answers; nil when the
+// Spawner closes first or containerd no longer knows the task.
+func (i *Instance) waitAgain(backoff *time.Duration) <-chan client.ExitStatus {
+	for {
+		select {
+		case <-i.s.stop:
+			return nil
+		case <-time.After(*backoff):
+		}
+		*backoff = min(*backoff*2, 2*time.Second)
+		ch, err := i.task.Wait(i.s.ctx(context.Background()))
+		if err == nil {
+			return ch
+		}
+		if !isUnavailable(err) {
+			return nil
+		}
+	}
+}
+
+// isUnavailable reports whether err says containerd could not be reached.
+func isUnavailable(err error) bool {
+	return errdefs.IsUnavailable(err) || status.Code(err) == codes.Unavailable
 }
 
 // cgroupsPath is the cgroup of a container: "/<namespace>/<id>", as
