@@ -62,7 +62,7 @@ func checkPrerequisites() (prerequisites, error) {
 	if _, err := os.Stat(p.helloTar); err != nil {
 		return p, fmt.Errorf("SPAWN_IMAGES: the hello image archive is missing (%v); run `make images`", err)
 	}
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "go"} {
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "crun", "go"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return p, fmt.Errorf("%s is not in PATH (add .tools/bin after `make tools`): %w", bin, err)
 		}
@@ -113,17 +113,18 @@ func buildHello(ctx context.Context, repo, dir string) (string, error) {
 	return out, nil
 }
 
-// caddyProc is the bench's Caddy: the subprocess and its addresses.
+// caddyProc is a path's Caddy: the subprocess and its addresses.
 type caddyProc struct {
 	proc      *caddyproc.Process
 	base      string // http://127.0.0.1:<port>
 	admin     string // http://127.0.0.1:<port>
 	started   bool   // it served its configuration
 	daemonLog string
+	logTail   string // containerd's log, its tail, kept when the path stops
 }
 
-// caddyfile is the bench's configuration: three routes of the hello image.
-func (b *bench) caddyfile(httpPort, adminPort int) string {
+// caddyfile is a path's configuration: three routes of the hello image.
+func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
 	route := func(name string, pool int) string {
 		return fmt.Sprintf(`	handle /%[1]s {
 		header >X-Spawn-Start {http.spawn.start_type}
@@ -142,6 +143,7 @@ func (b *bench) caddyfile(httpPort, adminPort int) string {
 	spawn {
 		namespace %s
 		run_dir %s
+		fast_path %s
 		managed {
 			root %s
 			state %s
@@ -155,47 +157,50 @@ http://127.0.0.1:%d {
 		respond "no such route" 404
 	}
 }
-`, adminPort, nsCaddy, b.runDir, b.ctrdRoot, b.state, httpPort,
+`, adminPort, nsCaddy, p.runDir, p.fastPath, p.ctrdRoot, p.state, httpPort,
 		route("warm", warmPool), route("cold", 0), route("sustained", sustainedPool))
 }
 
-// startCaddy starts Caddy and waits until it serves its configuration (the
-// spawn app has started containerd and readied the images by then).
-func (b *bench) startCaddy(ctx context.Context) error {
+// startCaddy starts a path's Caddy and waits until it serves its
+// configuration (the spawn app has started containerd and its task server
+// and readied the images by then).
+func (b *bench) startCaddy(ctx context.Context, p *pathRun) error {
 	ports, err := caddyproc.FreePorts(2)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(b.tmp, "caddy")
+	dir := filepath.Join(b.tmp, p.name, "caddy")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	proc, err := caddyproc.Start(caddyproc.Options{
 		Bin:       b.pre.caddyBin,
 		Dir:       dir,
-		Caddyfile: b.caddyfile(ports[0], ports[1]),
+		Caddyfile: b.caddyfile(p, ports[0], ports[1]),
 		LogPath:   filepath.Join(dir, "caddy.log"),
 	})
 	if err != nil {
 		return err
 	}
-	b.caddy = &caddyProc{
+	p.caddy = &caddyProc{
 		proc:      proc,
 		base:      fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
 		admin:     fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		daemonLog: filepath.Join(b.state, "containerd.log"),
+		daemonLog: filepath.Join(p.state, "containerd.log"),
 	}
-	addr := strings.TrimPrefix(b.caddy.base, "http://")
+	addr := strings.TrimPrefix(p.caddy.base, "http://")
 	if err := proc.WaitServing(ctx, addr, 3*time.Minute); err != nil {
 		return fmt.Errorf("starting caddy: %w (log %s)", err, proc.Log.Path())
 	}
-	b.caddy.started = true
+	p.caddy.started = true
 	return nil
 }
 
 // stop stops Caddy with SIGTERM (see caddyproc.Process.Stop); a Caddy that
-// exited before the end is an error here.
+// exited before the end is an error here. containerd's log is kept in
+// memory first: the path's directories go right after.
 func (p *caddyProc) stop(timeout time.Duration) error {
+	defer p.keepLogTail()
 	select {
 	case <-p.proc.Exited():
 		return fmt.Errorf("caddy had exited before the end: %v", p.proc.Err())
@@ -204,13 +209,8 @@ func (p *caddyProc) stop(timeout time.Duration) error {
 	return p.proc.Stop(timeout)
 }
 
-// dumpLogs prints the tails of Caddy's and containerd's logs.
-func (b *bench) dumpLogs() {
-	if b.caddy == nil {
-		return
-	}
-	fmt.Fprintf(os.Stderr, "---- tail of %s ----\n%s\n", b.caddy.proc.Log.Path(), b.caddy.proc.Log.Tail(8<<10))
-	data, err := os.ReadFile(b.caddy.daemonLog)
+func (p *caddyProc) keepLogTail() {
+	data, err := os.ReadFile(p.daemonLog)
 	if err != nil {
 		return
 	}
@@ -218,7 +218,23 @@ func (b *bench) dumpLogs() {
 	if len(data) > tail {
 		data = data[len(data)-tail:]
 	}
-	fmt.Fprintf(os.Stderr, "---- tail of %s ----\n%s\n", b.caddy.daemonLog, data)
+	p.logTail = string(data)
+}
+
+// dumpLogs prints the tails of the paths' Caddy and containerd logs.
+func (b *bench) dumpLogs() {
+	for _, p := range b.paths {
+		if p.caddy == nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "---- %s path: tail of %s ----\n%s\n", p.name, p.caddy.proc.Log.Path(), p.caddy.proc.Log.Tail(8<<10))
+		if p.caddy.logTail == "" {
+			p.caddy.keepLogTail()
+		}
+		if p.caddy.logTail != "" {
+			fmt.Fprintf(os.Stderr, "---- %s path: tail of %s ----\n%s\n", p.name, p.caddy.daemonLog, p.caddy.logTail)
+		}
+	}
 }
 
 // metrics fetches Caddy's Prometheus metrics from the admin endpoint: series
@@ -273,6 +289,11 @@ func (b *bench) routeContainers(ctx context.Context, route string) (int, error) 
 // has exactly size containers): nothing of the previous request runs in the
 // background any more.
 func (b *bench) quiesce(ctx context.Context, route string, size int, timeout time.Duration) error {
+	return b.quiesceEvery(ctx, route, size, timeout, 10*time.Millisecond)
+}
+
+// quiesceEvery is quiesce looking every interval.
+func (b *bench) quiesceEvery(ctx context.Context, route string, size int, timeout, interval time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	series := `caddy_spawn_pool_idle{route="` + route + `"}`
 	for {
@@ -294,19 +315,29 @@ func (b *bench) quiesce(ctx context.Context, route string, size int, timeout tim
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
+}
+
+// quiesceAll waits until every route holds exactly its pool.
+func (b *bench) quiesceAll(ctx context.Context, timeout time.Duration) error {
+	for _, r := range []struct {
+		name string
+		size int
+	}{{"warm", warmPool}, {"cold", 0}, {"sustained", sustainedPool}} {
+		if err := b.quiesce(ctx, r.name, r.size, timeout); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkOnlyPooled checks, before Caddy stops, that the routes hold exactly
 // their pools: every container a request used has been removed.
 func (b *bench) checkOnlyPooled(ctx context.Context) error {
-	want := map[string]int{"warm": warmPool, "cold": 0, "sustained": sustainedPool}
-	for route, n := range want {
-		if err := b.quiesce(ctx, route, n, time.Minute); err != nil {
-			return fmt.Errorf("after the runs: %w", err)
-		}
+	if err := b.quiesceAll(ctx, time.Minute); err != nil {
+		return fmt.Errorf("after the runs: %w", err)
 	}
 	cs, err := b.ctrd.Containers(namespaces.WithNamespace(ctx, nsCaddy))
 	if err != nil {
@@ -315,7 +346,7 @@ func (b *bench) checkOnlyPooled(ctx context.Context) error {
 	if len(cs) != warmPool+sustainedPool {
 		return fmt.Errorf("after the runs: %d containers in %s, want only the %d pooled ones", len(cs), nsCaddy, warmPool+sustainedPool)
 	}
-	b.res.ContainersBeforeStop = len(cs)
+	b.cur.res.ContainersBeforeStop = len(cs)
 	return nil
 }
 

@@ -1,35 +1,76 @@
 //go:build integration
 
-// Command bench measures caddy-spawn end to end and against baselines, all
-// with the same function program (examples/functions/hello):
+// Command bench measures caddy-spawn end to end, the fast path against the
+// stock path in the same run, and both against baselines, all with the same
+// function program (examples/functions/hello).
 //
-//  1. warm      — a real Caddy (SPAWN_CADDY) route whose pool never runs dry:
-//     requests are paced until the background refill and teardown are done,
-//     and every answer's X-Spawn-Start header must say "warm".
+// Two Caddy processes run one after the other, each with a generated
+// Caddyfile and a managed containerd of its own (root in a temporary
+// directory, state under /run/caddy-spawn-bench/<hex>-f or -s):
+//
+//   - fast  — `fast_path on`: containers run on the spawn app's task server
+//     (one long-lived process driving crun; no shim per container);
+//   - stock — `fast_path off`: containerd's runc v2 shim, one
+//     containerd-shim-runc-v2 process per container.
+//
+// The first is stopped and everything it ran is checked gone (no process of
+// its containerd, shim or task server, no container, mount, cgroup or task
+// state) before the second starts. Through each Caddy:
+//
+//  1. warm      — a route whose pool never runs dry: requests are paced until
+//     the background refill and teardown are done, and every answer's
+//     X-Spawn-Start header must say "warm". p50/p90/p99.
 //  2. cold      — the same with `pool 0`: a container is created per request.
-//  3. host CGI  — Go's net/http/cgi running the hello binary on the host.
-//  4. naive     — a fresh container per request the plain way through the
+//  3. sustained — fresh containers served per second at concurrency 1, 4 and
+//     16 (a fixed time per level, pool 8), p50/p99, and the CPU each
+//     container costs: all CPU time of the machine from /proc/stat (user,
+//     nice, system, irq, softirq, steal: everything but idle and iowait) from
+//     the level's first request until the pool is full again and every used
+//     container is removed, divided by the containers served. It includes
+//     this process's HTTP client and anything else running on the machine;
+//     both are reported beside it (the client's CPU, and the machine's CPU
+//     rate while idle just before), and so is the same window by cgroup
+//     accounting, which other work on the machine does not raise: this
+//     process runs in a cpuacct (or v2) cgroup of its own that everything
+//     it starts inherits, and the containers' CPU is charged to the cgroup
+//     of Caddy's containerd namespace.
+//  4. memory    — host memory per idle pooled container: with every pool full
+//     and idle (the warm route's 4 and the sustained route's 8), the PSS
+//     (/proc/<pid>/smaps_rollup) of every process run for those containers,
+//     the function's own processes excluded, divided by their number: for
+//     the stock path all its containerd-shim-runc-v2 processes, for the fast
+//     path the task server and its children that are not container
+//     processes. containerd's and Caddy's PSS are reported beside it, not
+//     divided. Measured after the pools first fill and again after the runs.
+//
+// Once, as baselines (in the stock Caddy's containerd, in namespaces of
+// their own, for naive and thaw):
+//
+//  5. host CGI  — Go's net/http/cgi running the hello binary on the host.
+//  6. naive     — a fresh container per request the plain way through the
 //     containerd Go client (new snapshot, container, task, wait, delete), as
 //     `ctr run` or go-dcgi do, behind an HTTP handler in this process.
-//  5. sustained — fresh containers served per second through Caddy at
-//     concurrency 1, 4 and 16.
-//  6. thaw      — a paused container back to running: the cgroup freezer
+//  7. thaw      — a paused container back to running: the cgroup freezer
 //     (spawner.Instance.Thaw) against containerd's Task.Resume.
 //
-// Everything is real: Caddy runs as a subprocess with a generated Caddyfile
-// and its own managed containerd (root in a temporary directory, state under
-// /run/caddy-spawn-bench/<hex>); baselines 4 and 6 use that same containerd
-// in namespaces of their own. Requests go over loopback HTTP with one
-// keep-alive client. At the end Caddy gets SIGTERM (it stops its
-// containerd), a throw-away containerd on the same root confirms that no
-// container is left, and all temporary directories are removed.
+// The report puts both paths side by side and checks the targets of the fast
+// path issue in this run's numbers: fast c16 ≥ 100 fresh/s and ≥ 5× the stock
+// path's c16, fast cold p50 ≤ 30 ms, fast warm p50 ≤ 2× host CGI p50; the CPU
+// and memory ratios are printed with them. Requests go over loopback HTTP
+// with one keep-alive client; any failed request fails the bench. At the end
+// of each path Caddy gets SIGTERM (it stops its task server and containerd),
+// a throw-away containerd on the same root confirms that no container is
+// left, and the path's directories are removed.
 //
-// Run it as root with containerd, containerd-shim-runc-v2 and runc in PATH:
+// Run it as root with containerd, containerd-shim-runc-v2, runc and crun in
+// PATH:
 //
 //	make bench
 //	SPAWN_IMAGES=build/images SPAWN_CADDY=build/caddy go run -tags integration ./bench [-quick]
 //
-// It prints a table and writes bench/results.json.
+// It prints a table and writes bench/results.json: its top-level latency and
+// throughput keys are the fast path's (as before: the default path), and
+// "paths" holds both paths' figures, "targets" the checks.
 package main
 
 import (
@@ -64,8 +105,8 @@ const (
 	nsNaive = "caddy-spawn-bench-naive"
 	nsThaw  = "caddy-spawn-bench-thaw"
 
-	// runParent holds the managed containerd's state (and so its socket,
-	// whose path must stay short) and FIFOs; it is on /run like the spawn
+	// runParent holds the managed containerds' state (and so their sockets,
+	// whose paths must stay short) and FIFOs; it is on /run like the spawn
 	// app's default run_dir.
 	runParent = "/run/caddy-spawn-bench"
 
@@ -78,11 +119,11 @@ const (
 type config struct {
 	quick     bool
 	out       string
-	warmup    int   // unmeasured requests before each latency series
-	requests  int   // measured requests per latency series
-	sustained int   // requests per concurrency level
-	levels    []int // concurrency levels of the sustained run
-	thaw      int   // samples per thaw method
+	warmup    int           // unmeasured requests before each latency series
+	requests  int           // measured requests per latency series
+	sustained time.Duration // time per concurrency level of the sustained run
+	levels    []int         // concurrency levels of the sustained run
+	thaw      int           // samples per thaw method
 }
 
 func main() {
@@ -90,13 +131,13 @@ func main() {
 }
 
 func run() int {
-	quick := flag.Bool("quick", false, "smoke run: ~30 requests per measurement instead of ≥200")
+	quick := flag.Bool("quick", false, "smoke run: ~30 requests per latency series and 2 s per sustained level instead of 200 and 8 s")
 	out := flag.String("out", "", "where to write the results (default: bench/results.json in the repository)")
 	flag.Parse()
 
-	cfg := config{quick: *quick, out: *out, warmup: 10, requests: 200, sustained: 150, levels: []int{1, 4, 16}, thaw: 50}
+	cfg := config{quick: *quick, out: *out, warmup: 10, requests: 200, sustained: 8 * time.Second, levels: []int{1, 4, 16}, thaw: 50}
 	if cfg.quick {
-		cfg.warmup, cfg.requests, cfg.sustained, cfg.thaw = 3, 30, 30, 30
+		cfg.warmup, cfg.requests, cfg.sustained, cfg.thaw = 3, 30, 2*time.Second, 30
 	}
 
 	pre, err := checkPrerequisites()
@@ -116,7 +157,7 @@ func run() int {
 	b.res.Quick = cfg.quick
 	b.res.Requests = cfg.requests
 	b.res.Warmup = cfg.warmup
-	b.res.SustainedRequests = cfg.sustained
+	b.res.SustainedSeconds = cfg.sustained.Seconds()
 	b.res.ThawSamples = cfg.thaw
 	b.res.LeftoverContainers = -1 // unknown until checked
 
@@ -159,26 +200,28 @@ type bench struct {
 	pre prerequisites
 	log *zap.Logger
 
-	id        string // random, names the run's directories
-	tmp       string // temporary root: containerd root, Caddy's dirs, hello binary
-	ctrdRoot  string // managed containerd root
-	state     string // managed containerd state: <runParent>/<id>
-	runDir    string // spawn app run_dir: <runParent>/<id>-run
-	benchRun  string // FIFOs of the in-process baselines: <runParent>/<id>-b
-	helloBin  string // hello built for the host
-	caddy     *caddyProc
-	ctrd      *client.Client // client of the managed containerd
-	http      *http.Client   // one keep-alive transport for every request
-	namespace []string       // namespaces used (cgroup and runc dirs to check)
+	id       string       // random, names the run's directories
+	tmp      string       // temporary root: the paths' containerd roots, Caddy's dirs, hello binary
+	benchRun string       // FIFOs of the in-process baselines: <runParent>/<id>-b
+	helloBin string       // hello built for the host
+	http     *http.Client // one keep-alive transport for every request
+	paths    []*pathRun   // the paths run so far, in order
+	cg       *cgroupCPU   // CPU accounting of what the bench runs; nil without
+
+	// The path being measured: its Caddy and a client of its containerd.
+	cur   *pathRun
+	caddy *caddyProc
+	ctrd  *client.Client
 
 	res       results
+	loadOrder []string // the steps, in the order of res.LoadAvgs
 	errSample []string // first few request errors, for the report
 	pauseErrs []string // first few failed pauses (thaw step)
-	refillErr string   // first "refilling pool" warning in Caddy's log
 }
 
-// runAll sets up and runs every measurement; cleanup is separate so that it
-// runs whatever happened here.
+// runAll sets up and runs every measurement: host CGI, then each path with
+// its Caddy started, measured, stopped and checked in turn. cleanup is
+// separate so that it runs whatever happened here.
 func (b *bench) runAll(ctx context.Context) error {
 	b.id = randHex(8)
 	var err error
@@ -186,16 +229,11 @@ func (b *bench) runAll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating temporary directory: %w", err)
 	}
-	b.ctrdRoot = filepath.Join(b.tmp, "containerd")
-	b.state = filepath.Join(runParent, b.id)
-	b.runDir = b.state + "-run"
-	b.benchRun = b.state + "-b"
-	for _, d := range []string{b.state, b.runDir, b.benchRun} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			return fmt.Errorf("creating %s: %w", d, err)
-		}
+	b.cg = startCgroupCPU(b.id)
+	b.benchRun = filepath.Join(runParent, b.id+"-b")
+	if err := os.MkdirAll(b.benchRun, 0o711); err != nil {
+		return fmt.Errorf("creating %s: %w", b.benchRun, err)
 	}
-	b.namespace = []string{nsCaddy, nsNaive, nsThaw}
 	b.res.machineInfo()
 	b.http = &http.Client{
 		Transport: &http.Transport{
@@ -215,89 +253,65 @@ func (b *bench) runAll(ctx context.Context) error {
 	if b.helloBin, err = buildHello(ctx, b.pre.repo, b.tmp); err != nil {
 		return err
 	}
-
-	progress("starting Caddy %s (managed containerd, state %s)", b.pre.caddyBin, b.state)
-	if err := b.startCaddy(ctx); err != nil {
+	if err := b.step(ctx, "host CGI", b.runHostCGI); err != nil {
 		return err
 	}
-	b.ctrd, err = client.New(filepath.Join(b.state, "containerd.sock"),
-		client.WithDefaultNamespace(nsCaddy), client.WithTimeout(10*time.Second))
-	if err != nil {
-		return fmt.Errorf("connecting to the managed containerd: %w", err)
-	}
-	if v, err := b.ctrd.Version(ctx); err == nil {
-		b.res.ContainerdVersion = v.Version
-	}
-	// The pools fill in the background after the start.
-	for _, r := range []struct {
-		name string
-		size int
-	}{{"warm", warmPool}, {"cold", 0}, {"sustained", sustainedPool}} {
-		if err := b.quiesce(ctx, r.name, r.size, 2*time.Minute); err != nil {
-			return fmt.Errorf("waiting for the pools to fill: %w", err)
+	for _, p := range []*pathRun{
+		b.newPath("fast", "on", "task server (crun), no shim per container"),
+		b.newPath("stock", "off", "containerd-shim-runc-v2 per container (runc)"),
+	} {
+		b.paths = append(b.paths, p)
+		runErr := b.runPath(ctx, p)
+		stopErr := b.stopPath(p)
+		if err := errors.Join(runErr, stopErr); err != nil {
+			return fmt.Errorf("%s path: %w", p.name, err)
 		}
-	}
-
-	steps := []struct {
-		name string
-		fn   func(context.Context) error
-	}{
-		{"host CGI", b.runHostCGI},
-		{"warm", b.runWarm},
-		{"cold", b.runCold},
-		{"naive", b.runNaive},
-		{"thaw", b.runThaw},
-		{"sustained", b.runSustained},
-	}
-	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("interrupted before %s: %w", s.name, err)
-		}
-		t0 := time.Now()
-		if err := s.fn(ctx); err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		progress("%s done in %.1f s", s.name, time.Since(t0).Seconds())
-	}
-
-	// Only the pools may be left: every container a request used is gone.
-	if err := b.checkOnlyPooled(ctx); err != nil {
-		return err
 	}
 	return nil
 }
 
-// cleanup stops Caddy (which stops its containerd), verifies that nothing
-// is left, and removes every directory of the run.
+// step runs one measurement and reports how long it took.
+func (b *bench) step(ctx context.Context, name string, fn func(context.Context) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted before %s: %w", name, err)
+	}
+	t0 := time.Now()
+	if err := fn(ctx); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	la := loadAvg()
+	progress("%s done in %.1f s (load avg %s)", name, time.Since(t0).Seconds(), la)
+	if b.res.LoadAvgs == nil {
+		b.res.LoadAvgs = map[string]string{}
+	}
+	b.res.LoadAvgs[name] = la
+	b.loadOrder = append(b.loadOrder, name)
+	return nil
+}
+
+// cleanup stops a Caddy still running (after an error or an interrupt),
+// checks what it left, and removes every directory of the run.
 func (b *bench) cleanup() error {
 	var errs []error
 	if b.http != nil {
 		b.http.CloseIdleConnections()
 	}
-	if b.ctrd != nil {
-		_ = b.ctrd.Close()
-	}
-	if b.caddy != nil {
-		progress("stopping Caddy (SIGTERM)")
-		if err := b.caddy.stop(60 * time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if b.caddy != nil {
-		b.res.CaddyRefillFailureLogs, b.refillErr = countLogs(b.caddy.proc.Log, "refilling pool")
-	}
-	if b.state != "" {
-		if err := waitNoProcesses(b.state+"/", 20*time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if b.caddy != nil && b.caddy.started {
-		if err := b.verifyNothingLeft(); err != nil {
-			errs = append(errs, err)
+	for _, p := range b.paths {
+		if err := b.stopPath(p); err != nil {
+			errs = append(errs, fmt.Errorf("%s path: %w", p.name, err))
 		}
 	}
 	if err := b.removeDirs(); err != nil {
 		errs = append(errs, err)
+	}
+	b.cg.close()
+	b.res.LeftoverContainers = 0
+	for _, p := range b.paths {
+		if p.res.LeftoverContainers < 0 {
+			b.res.LeftoverContainers = -1
+			break
+		}
+		b.res.LeftoverContainers += p.res.LeftoverContainers
 	}
 	return errors.Join(errs...)
 }

@@ -11,7 +11,6 @@ import (
 	"net/http/cgi" //nolint:gosec // G504 is about Go < 1.6.3; the host CGI baseline needs this package
 	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -105,10 +104,10 @@ func (b *bench) runHostCGI(ctx context.Context) error {
 // previous request's container removed before every request; every
 // measured answer must be warm.
 func (b *bench) runWarm(ctx context.Context) error {
-	progress("warm: %d+%d requests, each after the pool refilled", b.cfg.warmup, b.cfg.requests)
+	progress("%s warm: %d+%d requests, each after the pool refilled", b.cur.name, b.cfg.warmup, b.cfg.requests)
 	var beforeMeasured map[string]float64
 	i := 0
-	ss, err := b.series(ctx, "warm", b.caddy.base+"/warm", func() error {
+	ss, err := b.series(ctx, b.cur.name+" warm", b.caddy.base+"/warm", func() error {
 		if err := b.quiesce(ctx, "warm", warmPool, 30*time.Second); err != nil {
 			return err
 		}
@@ -129,29 +128,30 @@ func (b *bench) runWarm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r := &b.cur.res
 	st := latencies(ss)
-	b.res.WarmP50, b.res.WarmP90, b.res.WarmP99 = st.p50, st.p90, st.p99
-	b.res.warm = st
+	r.WarmP50, r.WarmP90, r.WarmP99 = st.p50, st.p90, st.p99
+	r.warm = st
 	ttfb := make([]time.Duration, 0, len(ss))
 	for _, s := range ss {
 		if s.err == nil {
 			ttfb = append(ttfb, s.ttfb)
 			if s.startType != "warm" {
-				b.res.WarmMisses++
+				r.WarmMisses++
 			}
 		} else {
-			b.res.WarmMisses++
+			r.WarmMisses++
 		}
 	}
-	b.res.WarmTTFBP50 = summarize(ttfb).p50
+	r.WarmTTFBP50 = summarize(ttfb).p50
 	// Server-side view over the measured requests: time to get a running
 	// container (acquire + thaw), and the handler's whole time.
 	d := func(name string) float64 { return after[name] - beforeMeasured[name] }
 	if n := d(`caddy_spawn_start_seconds_count{route="warm",type="warm"}`); n > 0 {
-		b.res.WarmServerStartMean = round(d(`caddy_spawn_start_seconds_sum{route="warm",type="warm"}`) / n * 1000)
+		r.WarmServerStartMean = round(d(`caddy_spawn_start_seconds_sum{route="warm",type="warm"}`) / n * 1000)
 	}
 	if n := d(`caddy_spawn_request_duration_seconds_count{route="warm"}`); n > 0 {
-		b.res.WarmServerHandlerMean = round(d(`caddy_spawn_request_duration_seconds_sum{route="warm"}`) / n * 1000)
+		r.WarmServerHandlerMean = round(d(`caddy_spawn_request_duration_seconds_sum{route="warm"}`) / n * 1000)
 	}
 	return nil
 }
@@ -159,45 +159,78 @@ func (b *bench) runWarm(ctx context.Context) error {
 // runCold: the route with pool 0, paced so that the previous request's
 // container is removed first (its teardown runs after the response).
 func (b *bench) runCold(ctx context.Context) error {
-	progress("cold: %d+%d requests, each after the previous container was removed", b.cfg.warmup, b.cfg.requests)
-	ss, err := b.series(ctx, "cold", b.caddy.base+"/cold", func() error {
+	progress("%s cold: %d+%d requests, each after the previous container was removed", b.cur.name, b.cfg.warmup, b.cfg.requests)
+	ss, err := b.series(ctx, b.cur.name+" cold", b.caddy.base+"/cold", func() error {
 		return b.quiesce(ctx, "cold", 0, 30*time.Second)
 	})
 	if err != nil {
 		return err
 	}
+	r := &b.cur.res
 	st := latencies(ss)
-	b.res.ColdP50, b.res.ColdP90, b.res.ColdP99 = st.p50, st.p90, st.p99
-	b.res.cold = st
+	r.ColdP50, r.ColdP90, r.ColdP99 = st.p50, st.p90, st.p99
+	r.cold = st
 	for _, s := range ss {
 		if s.err == nil && s.startType != "cold" {
-			b.noteErr("cold", fmt.Errorf("X-Spawn-Start %q, want cold", s.startType))
+			b.noteErr(b.cur.name+" cold", fmt.Errorf("X-Spawn-Start %q, want cold", s.startType))
 		}
 	}
 	return nil
 }
 
 // runSustained: fresh containers per second through Caddy at each
-// concurrency level, a fixed number of requests each, starting from a full
-// pool and a quiet system. Only 200s with the greeting count.
+// concurrency level for a fixed time, starting from a full pool and a quiet
+// system. Only 200s with the greeting count. The CPU the machine spends from
+// the level's first request until the pool is full again and every used
+// container is removed is divided by the containers served.
 func (b *bench) runSustained(ctx context.Context) error {
+	r := &b.cur.res
 	url := b.caddy.base + "/sustained"
+	if err := b.quiesce(ctx, "sustained", sustainedPool, time.Minute); err != nil {
+		return err
+	}
+	// The machine's CPU rate with this path idle: what runs beside the bench.
+	idle0, err := b.readCPU()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(idleSample):
+	}
+	idle1, err := b.readCPU()
+	if err != nil {
+		return err
+	}
+	idle := idle1.sub(idle0)
+	idleRate := idle.allMs / idle.wall.Seconds() // ms per second
+	r.IdleCPUMsPerS = round(idleRate)
+
+	var totalCPU, totalClient, totalNet, totalOurs float64
+	oursOK := true
+	var totalContainers int
+	r.Sustained = nil
 	for _, conc := range b.cfg.levels {
 		if err := b.quiesce(ctx, "sustained", sustainedPool, time.Minute); err != nil {
 			return err
 		}
-		progress("sustained: %d requests at concurrency %d", b.cfg.sustained, conc)
+		progress("%s sustained: %s at concurrency %d", b.cur.name, b.cfg.sustained, conc)
 		var (
-			next     atomic.Int64
 			mu       sync.Mutex
 			ss       []sample
 			wg       sync.WaitGroup
 			lastDone time.Time
 		)
+		cpu0, err := b.readCPU()
+		if err != nil {
+			return err
+		}
 		start := time.Now()
+		end := start.Add(b.cfg.sustained)
 		for range conc {
 			wg.Go(func() {
-				for next.Add(1) <= int64(b.cfg.sustained) && ctx.Err() == nil {
+				for time.Now().Before(end) && ctx.Err() == nil {
 					s := b.get(ctx, url)
 					mu.Lock()
 					ss = append(ss, s)
@@ -210,12 +243,23 @@ func (b *bench) runSustained(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// The containers served are torn down and the pool refilled after
+		// the responses: that is part of their cost.
+		if err := b.quiesceEvery(ctx, "sustained", sustainedPool, time.Minute, 100*time.Millisecond); err != nil {
+			return err
+		}
+		cpu1, err := b.readCPU()
+		if err != nil {
+			return err
+		}
+		used := cpu1.sub(cpu0)
+
 		lv := sustainedLevel{Concurrency: conc, Requests: len(ss)}
 		var ok []time.Duration
 		for _, s := range ss {
 			if s.err != nil {
 				lv.Errors++
-				b.noteErr(fmt.Sprintf("sustained c%d", conc), s.err)
+				b.noteErr(fmt.Sprintf("%s sustained c%d", b.cur.name, conc), s.err)
 				continue
 			}
 			ok = append(ok, s.total)
@@ -230,14 +274,42 @@ func (b *bench) runSustained(ctx context.Context) error {
 		}
 		st := summarize(ok)
 		lv.P50, lv.P99 = st.p50, st.p99
-		b.res.Sustained = append(b.res.Sustained, lv)
+		lv.CPUSeconds = round(used.wall.Seconds())
+		lv.CPUMs = round(used.allMs)
+		lv.ClientCPUMs = round(used.selfMs)
+		net := max(0, used.allMs-idleRate*used.wall.Seconds())
+		if lv.Requests > 0 {
+			lv.CPUMsPerContainer = round(used.allMs / float64(lv.Requests))
+			lv.ClientCPUMsPerContainer = round(used.selfMs / float64(lv.Requests))
+			lv.NetCPUMsPerContainer = round(net / float64(lv.Requests))
+		}
+		totalCPU += used.allMs
+		totalClient += used.selfMs
+		totalNet += net
+		if used.oursMs >= 0 && lv.Requests > 0 {
+			lv.OursCPUMs = round(used.oursMs)
+			lv.OursCPUMsPerContainer = round(used.oursMs / float64(lv.Requests))
+			totalOurs += used.oursMs
+		} else {
+			oursOK = false
+		}
+		totalContainers += lv.Requests
+		r.Sustained = append(r.Sustained, lv)
 		switch conc {
 		case 1:
-			b.res.FreshPerSC1 = lv.PerSecond
+			r.FreshPerSC1 = lv.PerSecond
 		case 4:
-			b.res.FreshPerSC4 = lv.PerSecond
+			r.FreshPerSC4 = lv.PerSecond
 		case 16:
-			b.res.FreshPerSC16 = lv.PerSecond
+			r.FreshPerSC16 = lv.PerSecond
+		}
+	}
+	if totalContainers > 0 {
+		r.CPUMsPerContainer = round(totalCPU / float64(totalContainers))
+		r.ClientCPUMsPerContainer = round(totalClient / float64(totalContainers))
+		r.NetCPUMsPerContainer = round(totalNet / float64(totalContainers))
+		if oursOK {
+			r.OursCPUMsPerContainer = round(totalOurs / float64(totalContainers))
 		}
 	}
 	return nil
