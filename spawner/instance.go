@@ -120,6 +120,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	if tmpl != nil {
 		img, spec = tmpl.image(img), tmpl.withSpec(cgroup)
 	}
+	t0 := time.Now()
 	c, err := s.cfg.Client.NewContainer(ctx, id,
 		client.WithImage(fn.Image.Image),
 		snapshots.WithWritable(s.cfg.Snapshotter, id, img, labels),
@@ -171,6 +172,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		pw.CloseWithError(err)
 	}()
 
+	t1 := time.Now()
 	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil }, s.taskOpts()...)
 	if err != nil {
 		return nil, fmt.Errorf("creating task for %s: %w", id, err)
@@ -183,11 +185,16 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		return nil, fmt.Errorf("waiting on task %s: %w", id, err)
 	}
 	go inst.watchExit(exitCh)
+	t2 := time.Now()
 	if err := task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting task %s: %w", id, err)
 	}
 	if err := callerCtx.Err(); err != nil {
 		return nil, fmt.Errorf("creating %s: caller gone: %w", id, err)
+	}
+	if ce := s.log.Check(zap.DebugLevel, "container started"); ce != nil {
+		ce.Write(zap.String("container", id), zap.Duration("took_container", t1.Sub(t0)),
+			zap.Duration("took_task", t2.Sub(t1)), zap.Duration("took_start", time.Since(t2)))
 	}
 	return inst, nil
 }

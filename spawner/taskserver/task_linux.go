@@ -105,6 +105,7 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 		}
 	}()
 
+	t0 := time.Now()
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
@@ -116,6 +117,7 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 			return nil, fmt.Errorf("mounting rootfs of %s: %w", r.ID, err)
 		}
 	}
+	t1 := time.Now()
 	key, cached, hasSeccomp, err := s.prepareSpec(t, r.Bundle)
 	if err != nil {
 		return nil, fmt.Errorf("preparing spec of %s: %w", r.ID, err)
@@ -124,7 +126,12 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 	if err != nil {
 		return nil, fmt.Errorf("opening stdio of %s: %w", r.ID, err)
 	}
+	t2 := time.Now()
 	pid, err := s.crun.create(ctx, r.ID, r.Bundle, stdio)
+	if ce := s.logger.Check(zap.DebugLevel, "container created"); ce != nil {
+		ce.Write(zap.String("container", r.ID), zap.Duration("took_mount", t1.Sub(t0)),
+			zap.Duration("took_spec", t2.Sub(t1)), zap.Duration("took_crun", time.Since(t2)))
+	}
 	for _, f := range stdio {
 		if f != nil {
 			f.Close()
