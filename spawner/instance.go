@@ -116,7 +116,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 
 	cgroup := cgroupsPath(s.cfg.Namespace, id)
 	img, spec := fn.Image.Image, client.WithNewSpec(s.specOpts(fn, fn.Name, cgroup)...)
-	tmpl := s.template(fn)
+	tmpl, known := s.template(fn)
 	if tmpl != nil {
 		img, spec = tmpl.image(img), tmpl.withSpec(cgroup)
 	}
@@ -128,9 +128,9 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		spec,
 		client.WithContainerLabels(labels),
 	)
-	if err == nil && tmpl == nil {
+	if err == nil && !known {
 		if terr := s.learnTemplate(ctx, fn, c, cgroup); terr != nil {
-			s.log.Warn("no spec template; every container's spec is generated",
+			s.log.Warn("no spec template; this function's specs are generated per container",
 				zap.String("route", fn.Name), zap.Error(terr))
 		}
 	}

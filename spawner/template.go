@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
 )
 
 // maxTemplates bounds the template cache; reloads make new Functions.
@@ -37,39 +38,16 @@ type templates struct {
 	m  map[*Function]*specTemplate
 }
 
-// template returns fn's template, or nil before its first container.
-func (s *Spawner) template(fn *Function) *specTemplate {
+// template returns fn's template, or nil before its first container or if
+// its spec could not be templated (then known is true).
+func (s *Spawner) template(fn *Function) (t *specTemplate, known bool) {
 	s.tmpl.mu.Lock()
 	defer s.tmpl.mu.Unlock()
-	return s.tmpl.m[fn]
+	t, known = s.tmpl.m[fn]
+	return t, known
 }
 
-// learnTemplate makes fn's template from its first container, whose spec
-// was generated in full, with cgroup as its cgroup path.
-func (s *Spawner) learnTemplate(ctx context.Context, fn *Function, c client.Container, cgroup string) error {
-	info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
-	if err != nil {
-		return err
-	}
-	if info.Spec == nil {
-		return fmt.Errorf("container %s has no spec", c.ID())
-	}
-	quoted, err := json.Marshal(cgroup)
-	if err != nil {
-		return err
-	}
-	before, after, ok := bytes.Cut(info.Spec.GetValue(), quoted)
-	if !ok || bytes.Contains(after, quoted) {
-		return fmt.Errorf("spec of %s: its cgroup path is not there exactly once", c.ID())
-	}
-	diffIDs, err := fn.Image.Image.RootFS(ctx)
-	if err != nil {
-		return fmt.Errorf("reading layers of %s: %w", fn.Image.Image.Name(), err)
-	}
-	t := &specTemplate{
-		typeURL: info.Spec.GetTypeUrl(), diffIDs: diffIDs,
-		before: bytes.Clone(before), after: bytes.Clone(after),
-	}
+func (s *Spawner) keepTemplate(fn *Function, t *specTemplate) {
 	s.tmpl.mu.Lock()
 	defer s.tmpl.mu.Unlock()
 	if s.tmpl.m == nil || len(s.tmpl.m) >= maxTemplates {
@@ -78,7 +56,45 @@ func (s *Spawner) learnTemplate(ctx context.Context, fn *Function, c client.Cont
 		s.tmpl.m = map[*Function]*specTemplate{}
 	}
 	s.tmpl.m[fn] = t
-	return nil
+}
+
+// learnTemplate makes fn's template from its first container, whose spec
+// was generated in full, with cgroup as its cgroup path. When that fails,
+// fn is remembered as having none: its specs are generated per container.
+func (s *Spawner) learnTemplate(ctx context.Context, fn *Function, c client.Container, cgroup string) error {
+	t, err := makeTemplate(ctx, fn, c, cgroup)
+	if err != nil && (errdefs.IsUnavailable(err) || isUnavailable(err)) {
+		return err // try again with the next container
+	}
+	s.keepTemplate(fn, t)
+	return err
+}
+
+func makeTemplate(ctx context.Context, fn *Function, c client.Container, cgroup string) (*specTemplate, error) {
+	info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
+	if err != nil {
+		return nil, err
+	}
+	if info.Spec == nil {
+		return nil, fmt.Errorf("container %s has no spec", c.ID())
+	}
+	quoted, err := json.Marshal(cgroup)
+	if err != nil {
+		return nil, err
+	}
+	before, after, ok := bytes.Cut(info.Spec.GetValue(), quoted)
+	if !ok || bytes.Contains(after, quoted) {
+		return nil, fmt.Errorf("spec of %s: its cgroup path is not there exactly once", c.ID())
+	}
+	diffIDs, err := fn.Image.Image.RootFS(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading layers of %s: %w", fn.Image.Image.Name(), err)
+	}
+	t := &specTemplate{
+		typeURL: info.Spec.GetTypeUrl(), diffIDs: diffIDs,
+		before: bytes.Clone(before), after: bytes.Clone(after),
+	}
+	return t, nil
 }
 
 // withSpec gives a new container the template's spec with its own cgroup.
