@@ -100,7 +100,7 @@ func (env *cgiVars) add(key, value string) {
 // addPath adds PATH_INFO, PATH_TRANSLATED, QUERY_STRING and SCRIPT_NAME.
 func (env *cgiVars) addPath(r *http.Request, cr cgiRequest) {
 	scriptName := strings.TrimRight(cr.ScriptName, "/")
-	pathInfo := stripScriptName(r.URL.Path, scriptName)
+	pathInfo := cleanPathInfo(stripScriptName(r.URL.Path, scriptName))
 	env.add("PATH_INFO", pathInfo)
 	if cr.DocumentRoot != "" && pathInfo != "" {
 		// Cleaned as a rooted path first, so "/../x" stays under the root.
@@ -108,6 +108,21 @@ func (env *cgiVars) addPath(r *http.Request, cr cgiRequest) {
 	}
 	env.add("QUERY_STRING", r.URL.RawQuery)
 	env.add("SCRIPT_NAME", scriptName)
+}
+
+// cleanPathInfo cleans p with path.Clean's rules ("/a/../b" is "/b", no
+// "." or ".." segments, no doubled slashes), so a program that maps
+// PATH_INFO to files can't be walked out of its directory; a trailing
+// slash is kept. "" stays "".
+func cleanPathInfo(p string) string {
+	if p == "" {
+		return ""
+	}
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // addRemote adds the REMOTE_* variables.

@@ -176,6 +176,16 @@ func TestCGIEnv(t *testing.T) {
 			},
 		},
 		{
+			name: "PATH_INFO cleaned: no dot segments or doubled slashes, trailing slash kept",
+			req: func() *http.Request {
+				r := httptest.NewRequest(http.MethodGet, "http://example.com/fn/a/x", nil)
+				r.URL.Path = "/fn/a/../../..//etc/./passwd/"
+				return r
+			},
+			cr:   cgiRequest{ScriptName: "/fn"},
+			want: map[string]string{"SCRIPT_NAME": "/fn", "PATH_INFO": "/etc/passwd/"},
+		},
+		{
 			name: "ScriptName with trailing slash",
 			req: func() *http.Request {
 				return httptest.NewRequest(http.MethodGet, "http://example.com/fn/a", nil)

@@ -30,8 +30,17 @@ func (e malformedHeaderError) Error() string {
 
 // cgiHead is the parsed CGI response header block.
 type cgiHead struct {
-	Status int         // final HTTP status to send
-	Header http.Header // headers to send (without Status)
+	Status  int         // final HTTP status to send
+	Header  http.Header // headers to send (without Status)
+	Dropped []string    // fields of the program's that are not sent (see reservedField)
+}
+
+// reservedField reports whether the program may not send the header field
+// name (canonical form): the Spawn-* fields are ours (a program's
+// "Spawn-Exit-Code: 0" would forge success for clients that read headers),
+// and Alt-Svc would advertise other endpoints for the whole origin.
+func reservedField(name string) bool {
+	return strings.HasPrefix(name, "Spawn-") || name == "Alt-Svc"
 }
 
 // cgiHopByHopHeaders are the connection-specific fields of RFC 9110 §7.6.1
@@ -150,6 +159,10 @@ func (head *cgiHead) add(name, value string, lineNo int, haveStatus *bool) error
 		if value == "" {
 			return malformed(lineNo, "empty Location")
 		}
+		if strings.HasPrefix(value, "//") || strings.HasPrefix(value, `/\`) {
+			// Browsers read both as a URL on another host: an open redirect.
+			return malformed(lineNo, fmt.Sprintf("Location %.64q is protocol-relative; use a path or an absolute URL", value))
+		}
 		if head.Header.Get("Location") != "" {
 			return malformed(lineNo, "duplicate Location")
 		}
@@ -163,6 +176,10 @@ func (head *cgiHead) add(name, value string, lineNo int, haveStatus *bool) error
 		if _, err := strconv.ParseUint(value, 10, 63); err != nil {
 			return malformed(lineNo, "Content-Length is not a non-negative integer")
 		}
+	}
+	if reservedField(name) {
+		head.Dropped = append(head.Dropped, name)
+		return nil
 	}
 	head.Header.Add(name, value)
 	return nil

@@ -38,6 +38,22 @@ func TestReadCGIHead(t *testing.T) {
 			wantBody: "hello",
 		},
 		{
+			name:     "reserved fields from the program are dropped",
+			input:    strings.NewReader("Spawn-Exit-Code: 0\nspawn-error: none\nAlt-Svc: h3=\":443\"\nX-Ok: 1\n\nbody"),
+			want:     cgiHead{Status: 200, Header: http.Header{"X-Ok": {"1"}}, Dropped: []string{"Spawn-Exit-Code", "Spawn-Error", "Alt-Svc"}},
+			wantBody: "body",
+		},
+		{
+			name:    "protocol-relative Location is an open redirect",
+			input:   strings.NewReader("Location: //evil.example/x\n\n"),
+			wantErr: malformedHeaderError{reason: "protocol-relative"},
+		},
+		{
+			name:    "backslash Location is an open redirect",
+			input:   strings.NewReader("Location: /\\evil.example\n\n"),
+			wantErr: malformedHeaderError{reason: "protocol-relative"},
+		},
+		{
 			name:     "CRLF line endings",
 			input:    strings.NewReader("Content-Type: text/plain\r\nX-A: 1\r\n\r\nhello\r\n"),
 			want:     cgiHead{Status: 200, Header: http.Header{"Content-Type": {"text/plain"}, "X-A": {"1"}}},

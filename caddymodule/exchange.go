@@ -122,6 +122,11 @@ func (ex *exchange) readHead() error {
 		}
 	} else {
 		ex.head, err = readCGIHead(ex.stdout)
+		if len(ex.head.Dropped) > 0 {
+			if ce := ex.h.logger.Check(zap.DebugLevel, "dropped reserved header fields from the program"); ce != nil {
+				ce.Write(zap.Strings("fields", ex.head.Dropped))
+			}
+		}
 	}
 	if limit := ex.h.MaxResponseBytes; err == nil && limit > 0 {
 		// A body announced too large would only be cut short: say so now,

@@ -34,6 +34,10 @@ const (
 	TmpfsBytes = 64 << 20
 	// DefaultRuntime is containerd's runc shim.
 	DefaultRuntime = "io.containerd.runc.v2"
+	// OOMScoreAdj is the OOM killer adjustment of every function process:
+	// the highest, so functions are the first to go when the host runs out
+	// of memory.
+	OOMScoreAdj = 1000
 	// InitPath is where our init is mounted inside every container.
 	InitPath = "/.spawn/init"
 )

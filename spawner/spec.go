@@ -23,6 +23,8 @@ import (
 //   - containerd's default seccomp profile (Docker's), built for that empty
 //     capability set;
 //   - memory (swap included: none), pids, CPU quota and RLIMIT_NOFILE limits;
+//   - no core dumps (RLIMIT_CORE 0/0) and oom_score_adj 1000: when the host
+//     runs out of memory, functions die first, never Caddy or containerd;
 //   - optionally a read-only root filesystem with a small tmpfs at /tmp, and
 //     a numeric non-root user.
 func (s *Spawner) specOpts(f *Function, hostname, cgroup string) []oci.SpecOpts {
@@ -80,6 +82,10 @@ func (s *Spawner) routeOpts(f *Function, hostname, cgroup string) []oci.SpecOpts
 		oci.WithMemoryLimit(uint64(mem)),
 		oci.WithCPUCFS(cpuQuota(cpus), CPUPeriod),
 		oci.WithRlimit(&specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Soft: nofile, Hard: nofile}),
+		// No core dumps, not even raised by the program: they would land
+		// in its writable layer (the host's disk).
+		oci.WithRlimit(&specs.POSIXRlimit{Type: "RLIMIT_CORE", Soft: 0, Hard: 0}),
+		withOOMScoreAdj(OOMScoreAdj),
 		oci.WithMounts([]specs.Mount{{
 			Destination: InitPath,
 			Type:        "bind",
@@ -134,6 +140,15 @@ func withHostNetwork() oci.SpecOpts {
 				Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
 			})
 		}
+		return nil
+	}
+}
+
+// withOOMScoreAdj sets the OOM killer's adjustment of the container's
+// processes.
+func withOOMScoreAdj(adj int) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Process.OOMScoreAdj = &adj
 		return nil
 	}
 }

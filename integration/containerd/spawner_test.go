@@ -154,6 +154,13 @@ func TestSpecHardening(t *testing.T) {
 	if nofile < 0 || p.Rlimits[nofile].Soft != spawner.DefaultNofile || p.Rlimits[nofile].Hard != spawner.DefaultNofile {
 		t.Errorf("rlimits %+v, want RLIMIT_NOFILE %d/%d", p.Rlimits, spawner.DefaultNofile, spawner.DefaultNofile)
 	}
+	core := slices.IndexFunc(p.Rlimits, func(r specs.POSIXRlimit) bool { return r.Type == "RLIMIT_CORE" })
+	if core < 0 || p.Rlimits[core].Soft != 0 || p.Rlimits[core].Hard != 0 {
+		t.Errorf("rlimits %+v, want RLIMIT_CORE 0/0", p.Rlimits)
+	}
+	if p.OOMScoreAdj == nil || *p.OOMScoreAdj != spawner.OOMScoreAdj {
+		t.Errorf("oomScoreAdj %v, want %d", p.OOMScoreAdj, spawner.OOMScoreAdj)
+	}
 
 	if spec.Linux == nil || spec.Linux.Resources == nil {
 		t.Fatal("spec has no Linux resources")

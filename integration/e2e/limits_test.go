@@ -49,6 +49,8 @@ func TestIsolationDefaults(t *testing.T) {
 		testfnRoute("/security", "security", "security", "pool 0"),
 		testfnRoute("/rlimit", "rlimit", "rlimit", "pool 0"),
 		testfnRoute("/rlimit4096", "rlimit4096", "rlimit", "pool 0", "nofile 4096"),
+		testfnRoute("/oom", "oom", "oom", "pool 0"),
+		testfnRoute("/oom-pooled", "oom-pooled", "oom", "pool 1"),
 		testfnRoute("/id", "id", "id", "pool 0"),
 		// Pooled: the init runs as nobody on a read-only root, and is
 		// frozen and thawed like that.
@@ -87,6 +89,14 @@ func TestIsolationDefaults(t *testing.T) {
 		}
 		if got := okBody(t, "/rlimit4096"); got != "nofile=4096/4096\n" {
 			t.Errorf("nofile 4096: %q, want nofile=4096/4096", got)
+		}
+	})
+
+	t.Run("oom score and core dumps", func(t *testing.T) {
+		for _, path := range []string{"/oom", "/oom-pooled"} {
+			if got := okBody(t, path); got != "oom_score_adj=1000 core=0/0\n" {
+				t.Errorf("GET %s: %q, want oom_score_adj=1000 core=0/0", path, got)
+			}
 		}
 	})
 

@@ -120,6 +120,19 @@ func main() {
 		}
 		header("text/plain")
 		fmt.Printf("nofile=%d/%d\n", lim.Cur, lim.Max)
+	case "oom":
+		// How the kernel treats this process: its OOM score adjustment
+		// and core dump limit.
+		adj, err := os.ReadFile("/proc/self/oom_score_adj")
+		if err != nil {
+			fail("reading oom_score_adj: " + err.Error())
+		}
+		var core syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_CORE, &core); err != nil {
+			fail("getrlimit: " + err.Error())
+		}
+		header("text/plain")
+		fmt.Printf("oom_score_adj=%s core=%d/%d\n", strings.TrimSpace(string(adj)), core.Cur, core.Max)
 	case "write":
 		header("text/plain")
 		for _, path := range args {
