@@ -127,6 +127,13 @@ var handlerSubdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) e
 		h.ReadOnly = true
 		return nil
 	},
+	"pass_authorization": func(h *Handler, d *caddyfile.Dispenser) error {
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		h.PassAuthorization = true
+		return nil
+	},
 	"user": func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.User, checkUser) },
 	"pool": func(h *Handler, d *caddyfile.Dispenser) error {
 		h.Pool = new(int)

@@ -275,6 +275,13 @@ func TestHandlerUnmarshalCaddyfile(t *testing.T) {
 			want: Handler{Image: "hello", ReadOnly: true},
 		},
 		{
+			name: "pass_authorization",
+			input: `spawn hello {
+				pass_authorization
+			}`,
+			want: Handler{Image: "hello", PassAuthorization: true},
+		},
+		{
 			name: "user uid",
 			input: `spawn hello {
 				user 65534

@@ -28,7 +28,29 @@ type cgiRequest struct {
 	// DocumentRoot is the root PATH_TRANSLATED is built from. Default: "",
 	// which leaves PATH_TRANSLATED unset.
 	DocumentRoot string
+	// ClientIP is Caddy's idea of the client's address, which honours the
+	// server's trusted_proxies; it becomes REMOTE_ADDR. Empty: the peer's.
+	ClientIP string
+	// TrustedProxy is whether the peer is one of the server's trusted
+	// proxies: only then do the forwarding headers it sent reach the
+	// program (see forwardingHeaders).
+	TrustedProxy bool
+	// PassAuthorization passes Authorization and Proxy-Authorization.
+	PassAuthorization bool
 }
+
+// forwardingHeaders say who the client is or how it connected. From a peer
+// that is not a trusted proxy they are the client's own claims, so they are
+// withheld, as Caddy's reverse_proxy replaces them; REMOTE_ADDR, HTTPS and
+// SERVER_NAME tell the truth instead.
+var forwardingHeaders = []string{
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
+	"X-Forwarded-Prefix", "X-Forwarded-Proto", "X-Forwarded-Ssl", "X-Real-Ip",
+	"X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip",
+}
+
+// authorizationHeaders carry credentials: withheld unless PassAuthorization.
+var authorizationHeaders = []string{"Authorization", "Proxy-Authorization"}
 
 // cgiEnv returns the CGI/1.1 meta-variables (RFC 3875 §4.1) for r as
 // sorted KEY=VALUE entries, ready to become a container's environment.
@@ -41,7 +63,10 @@ type cgiRequest struct {
 //   - names with anything but letters, digits and '-': "X_Forwarded_For"
 //     would otherwise collide with, or forge, the variable made from
 //     "X-Forwarded-For";
-//   - headers with a NUL byte in a value, which no environment can hold.
+//   - headers with a NUL byte in a value, which no environment can hold;
+//   - Authorization and Proxy-Authorization unless cr.PassAuthorization;
+//   - forwarding headers (X-Forwarded-*, Forwarded, X-Real-IP, …) unless
+//     the peer is a trusted proxy (cr.TrustedProxy).
 //
 // The Host is given as HTTP_HOST (Go keeps it out of r.Header), as
 // Apache and net/http/cgi do. A meta-variable whose value would contain
@@ -74,7 +99,7 @@ func cgiEnv(r *http.Request, cr cgiRequest) []string {
 	env.add("REQUEST_URI", requestURI(r, cr))
 	hostHeader := env.addServer(r, cr)
 
-	headerVars := cgiHeaderVars(r.Header)
+	headerVars := cgiHeaderVars(withheld(r.Header, cr))
 	if _, ok := headerVars["HTTP_HOST"]; !ok && hostHeader != "" {
 		headerVars["HTTP_HOST"] = hostHeader
 	}
@@ -125,11 +150,41 @@ func cleanPathInfo(p string) string {
 	return c
 }
 
-// addRemote adds the REMOTE_* variables.
+// withheld returns h without the headers cr says the program may not see
+// (h itself when there are none).
+func withheld(h http.Header, cr cgiRequest) http.Header {
+	var drop []string
+	if !cr.PassAuthorization {
+		drop = append(drop, authorizationHeaders...)
+	}
+	if !cr.TrustedProxy {
+		drop = append(drop, forwardingHeaders...)
+	}
+	var out http.Header
+	for k := range h {
+		if slices.Contains(drop, http.CanonicalHeaderKey(k)) {
+			if out == nil {
+				out = h.Clone()
+			}
+			delete(out, k)
+		}
+	}
+	if out == nil {
+		return h
+	}
+	return out
+}
+
+// addRemote adds the REMOTE_* variables: the client as Caddy sees it
+// (trusted_proxies honoured); REMOTE_PORT only when that client is the
+// peer itself.
 func (env *cgiVars) addRemote(r *http.Request, cr cgiRequest) {
 	remoteAddr, remotePort := r.RemoteAddr, ""
 	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		remoteAddr, remotePort = host, port
+	}
+	if cr.ClientIP != "" && cr.ClientIP != remoteAddr {
+		remoteAddr, remotePort = cr.ClientIP, ""
 	}
 	env.add("REMOTE_ADDR", remoteAddr)
 	// No reverse DNS lookup: RFC 3875 §4.1.9 allows REMOTE_ADDR here.

@@ -328,8 +328,57 @@ func TestCGIEnv(t *testing.T) {
 				r.Header.Set("X-Forwarded-For", "192.0.2.1")
 				return r
 			},
+			cr:   cgiRequest{TrustedProxy: true},
 			want: map[string]string{"HTTP_X_FORWARDED_FOR": "192.0.2.1"},
 			omit: []string{"HTTP_PROXY_", "HTTP_X.DOT", "HTTP_"},
+		},
+		{
+			name: "forwarding headers from an untrusted peer withheld; REMOTE_ADDR is the client",
+			req: func() *http.Request {
+				r := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+				r.RemoteAddr = "198.51.100.7:4321"
+				r.Header.Set("X-Forwarded-For", "10.9.9.9")
+				r.Header.Set("Forwarded", "for=10.9.9.9")
+				r.Header.Set("X-Real-IP", "10.9.9.9")
+				r.Header.Set("x-forwarded-proto", "https")
+				r.Header.Set("X-Other", "kept")
+				return r
+			},
+			cr:   cgiRequest{ClientIP: "198.51.100.7"},
+			want: map[string]string{"REMOTE_ADDR": "198.51.100.7", "REMOTE_PORT": "4321", "HTTP_X_OTHER": "kept"},
+			omit: []string{"HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_X_FORWARDED_PROTO"},
+		},
+		{
+			name: "behind a trusted proxy: its forwarding headers pass, REMOTE_ADDR is Caddy's client IP, no port",
+			req: func() *http.Request {
+				r := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+				r.RemoteAddr = "10.0.0.2:5555"
+				r.Header.Set("X-Forwarded-For", "203.0.113.9")
+				return r
+			},
+			cr:   cgiRequest{ClientIP: "203.0.113.9", TrustedProxy: true},
+			want: map[string]string{"REMOTE_ADDR": "203.0.113.9", "REMOTE_HOST": "203.0.113.9", "HTTP_X_FORWARDED_FOR": "203.0.113.9"},
+			omit: []string{"REMOTE_PORT"},
+		},
+		{
+			name: "Authorization withheld by default",
+			req: func() *http.Request {
+				r := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+				r.Header.Set("Authorization", "Basic dTpw")
+				r.Header.Set("Proxy-Authorization", "Basic dTpw")
+				return r
+			},
+			omit: []string{"HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION"},
+		},
+		{
+			name: "Authorization passed with pass_authorization",
+			req: func() *http.Request {
+				r := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+				r.Header.Set("Authorization", "Basic dTpw")
+				return r
+			},
+			cr:   cgiRequest{PassAuthorization: true},
+			want: map[string]string{"HTTP_AUTHORIZATION": "Basic dTpw"},
 		},
 		{
 			name: "header with NUL dropped",

@@ -375,7 +375,12 @@ func (ex *exchange) recordStart(warm bool, took time.Duration) {
 // route's env, which wins.
 func (ex *exchange) requestEnv() []string {
 	r := ex.r
-	cr := cgiRequest{ScriptName: ex.h.ScriptName, ServerSoftware: ex.h.software}
+	cr := cgiRequest{
+		ScriptName: ex.h.ScriptName, ServerSoftware: ex.h.software,
+		PassAuthorization: ex.h.PassAuthorization,
+	}
+	cr.ClientIP, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	cr.TrustedProxy, _ = caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
 	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
 		cr.RequestURI = orig.RequestURI
 	}

@@ -175,6 +175,15 @@ type Handler struct {
 	// at /tmp. Default: false.
 	ReadOnly bool `json:"read_only,omitempty"`
 
+	// PassAuthorization passes the request's Authorization and
+	// Proxy-Authorization headers to the program (HTTP_AUTHORIZATION,
+	// HTTP_PROXY_AUTHORIZATION). Without it they are withheld, as Apache
+	// does unless CGIPassAuth is on: a program has no business seeing the
+	// credentials Caddy may be checking. Programs that do their own
+	// authentication need it, e.g. git-http-backend behind basic auth.
+	// Default: false.
+	PassAuthorization bool `json:"pass_authorization,omitempty"`
+
 	// User runs the program as a numeric user, "<uid>" or "<uid>:<gid>";
 	// the group defaults to the uid (not to root's group 0). No names: the
 	// image's /etc/passwd is not consulted. Default: the image's USER,

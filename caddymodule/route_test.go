@@ -50,6 +50,7 @@ func TestRouteKey(t *testing.T) {
 		// Enforced by the handler: the containers stay the same.
 		{name: "max_request_body", modify: func(h *Handler) { h.MaxRequestBody = ptr(int64(1)) }},
 		{name: "max_response_bytes", modify: func(h *Handler) { h.MaxResponseBytes = 1 }},
+		{name: "pass_authorization", modify: func(h *Handler) { h.PassAuthorization = true }},
 		{name: "pull_policy never", modify: func(h *Handler) { h.PullPolicy = "never" }, wantChanged: true},
 		// Credentials don't change the containers.
 		{name: "registry_auth", modify: func(h *Handler) { h.RegistryAuth = &RegistryAuth{Username: "u", Password: "p"} }},

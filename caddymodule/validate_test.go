@@ -55,6 +55,7 @@ func TestHandlerValidate(t *testing.T) {
 		{name: "network none", modify: func(h *Handler) { h.Network = "none" }},
 		{name: "network host", modify: func(h *Handler) { h.Network = "host" }},
 		{name: "read_only", modify: func(h *Handler) { h.ReadOnly = true }},
+		{name: "pass_authorization", modify: func(h *Handler) { h.PassAuthorization = true }},
 		{name: "user uid", modify: func(h *Handler) { h.User = "65534" }},
 		{name: "user uid:gid", modify: func(h *Handler) { h.User = "65534:65534" }},
 		{name: "user largest uid", modify: func(h *Handler) { h.User = "4294967294" }},

@@ -120,6 +120,11 @@ func main() {
 		}
 		header("text/plain")
 		fmt.Printf("nofile=%d/%d\n", lim.Cur, lim.Max)
+	case "forged":
+		// Header fields that are the server's, not the program's, then
+		// a failure: the real exit code travels in the trailer.
+		fmt.Print("Spawn-Exit-Code: 0\nSpawn-Error: none\nAlt-Svc: h3=\":443\"\nContent-Type: text/plain\n\nforged\n")
+		os.Exit(3)
 	case "oom":
 		// How the kernel treats this process: its OOM score adjustment
 		// and core dump limit.
