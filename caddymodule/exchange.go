@@ -34,11 +34,14 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); ret
 // begin, readHead, then writeHeader, streamBody and finalize, or
 // failBeforeHeader — and end runs last, whatever happened.
 type exchange struct {
-	h   *Handler
-	w   http.ResponseWriter
-	r   *http.Request
-	rc  *http.ResponseController
-	ctx context.Context // the request's, bounded by the handler's Timeout
+	h  *Handler
+	w  http.ResponseWriter
+	r  *http.Request
+	rc *http.ResponseController
+	// writeDeadline is set when the response's writes have the route's
+	// deadline (taken off again in end).
+	writeDeadline bool
+	ctx           context.Context // the request's, bounded by the handler's Timeout
 
 	proc       process
 	stopWatch  func() bool   // stops killing proc when ctx ends
@@ -199,6 +202,14 @@ func (ex *exchange) writeHeader() {
 	maps.Copy(hdr, ex.head.Header)
 	hdr.Add("Trailer", trailerExitCode)
 	hdr.Add("Trailer", trailerError)
+	// A client that stops reading must not hold the container and its
+	// max_concurrent slot past the route's timeout: writes fail at the
+	// deadline (HTTP/1 and HTTP/2), and the response is cut short.
+	if dl, ok := ex.ctx.Deadline(); ok {
+		if err := ex.rc.SetWriteDeadline(dl); err == nil {
+			ex.writeDeadline = true
+		}
+	}
 	ex.w.WriteHeader(ex.head.Status)
 	_ = ex.rc.Flush()
 }
@@ -303,6 +314,11 @@ func (ex *exchange) finalize() {
 // of a killed container while its stdout waits for a reader: drain it, off
 // the request, so teardown doesn't stall.
 func (ex *exchange) end() {
+	if ex.writeDeadline {
+		// Without a server WriteTimeout, net/http keeps a connection's
+		// write deadline for its next request: take ours off.
+		_ = ex.rc.SetWriteDeadline(time.Time{})
+	}
 	if ex.stdout != nil && !ex.stdoutEOF {
 		br := ex.stdout
 		go func() { _, _ = io.Copy(io.Discard, br) }()

@@ -205,6 +205,9 @@ func archive(name string) string { return filepath.Join(imagesDir, name+".tar") 
 func caddyfile(sites string) string {
 	return fmt.Sprintf(`{
 	admin %s
+	servers {
+		protocols h1 h2 h2c
+	}
 	spawn {
 		managed {
 			root %s
