@@ -195,6 +195,9 @@ func (a *App) Validate() error {
 // exist fails the start. If containerd can't be reached, the start goes on:
 // requests get 503 until it is back.
 func (a *App) Start() (err error) {
+	if err := a.checkDirs(); err != nil {
+		return err
+	}
 	initDir := filepath.Join(caddy.AppDataDir(), "spawn", "bin")
 	p, err := initbin.Install(initDir)
 	if err != nil {
@@ -435,6 +438,22 @@ func removeStaleFIFODirs(parent, keep string) {
 			_ = os.RemoveAll(filepath.Join(parent, e.Name()))
 		}
 	}
+}
+
+// checkDirs refuses state directories someone else could change.
+func (a *App) checkDirs() error {
+	if err := checkOwnDir("run_dir", a.RunDir); err != nil {
+		return err
+	}
+	if a.Managed != nil {
+		if err := checkOwnDir("managed root", a.Managed.Root); err != nil {
+			return err
+		}
+		if err := checkOwnDir("managed state", a.Managed.State); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Interface guards

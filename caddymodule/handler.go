@@ -255,6 +255,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	if h.RegistryAuth != nil {
+		if !strings.Contains(h.RegistryAuth.Password, "{") {
+			// A literal ends up in Caddy's autosaved config and in
+			// GET /config/ on the admin endpoint.
+			h.logger.Warn("registry_auth password is a literal; use a placeholder such as {env.REGISTRY_PASSWORD} so it stays out of the saved config and the admin API",
+				zap.String("image", h.Image))
+		}
 		h.auth = &snapshots.Auth{
 			Username: repl.ReplaceKnown(h.RegistryAuth.Username, ""),
 			Password: repl.ReplaceKnown(h.RegistryAuth.Password, ""),
