@@ -32,6 +32,9 @@ const (
 	defaultSnapshotter = "overlayfs"
 	defaultRunDir      = "/run/caddy-spawn"
 
+	// defaultMaxContainersPerCPU sets MaxContainers' default.
+	defaultMaxContainersPerCPU = 64
+
 	fastPathAuto     = "auto"
 	fastPathOn       = "on"
 	fastPathOff      = "off"
@@ -100,6 +103,14 @@ type App struct {
 	// the background to refill pools, across all routes, so refilling never
 	// starves the machine. Default: the number of CPUs.
 	RefillConcurrency int `json:"refill_concurrency,omitempty"`
+
+	// MaxContainers bounds the containers the app has at once, pooled and
+	// serving, across all routes. At the bound, a request that needs a new
+	// container waits up to its route's queue_timeout for one to be
+	// removed, then gets 503 with Retry-After; pool refills wait their
+	// turn and never take a container a request could use. Default: 64 per
+	// CPU (128 on 2 CPUs).
+	MaxContainers int `json:"max_containers,omitempty"`
 
 	// ImageWait is how long a request waits for its route's image to become
 	// ready (e.g. while containerd starts) before getting 503. Default: 10s.
@@ -185,6 +196,7 @@ func (a *App) Validate() error {
 		checkBackendChoice(a.Address, a.Managed),
 		checkFastPath(a.FastPath),
 		ifSet(a.RefillConcurrency, checkRefillConcurrency),
+		ifSet(a.MaxContainers, checkMaxContainers),
 		checkImageWait(a.ImageWait),
 		checkInsecureRegistries(a.InsecureRegistries),
 	)
@@ -233,16 +245,17 @@ func (a *App) Start() (err error) {
 
 	fifoDir := filepath.Join(a.RunDir, "fifo", processOwner)
 	a.spawner, err = b.spawner(spawner.Config{
-		Client:      b.client,
-		Namespace:   a.Namespace,
-		Snapshotter: a.Snapshotter,
-		Runtime:     a.Runtime,
-		RuncBinary:  a.RuncBinary,
-		InitBinary:  a.initPath,
-		FIFODir:     fifoDir,
-		Owner:       processOwner,
-		FastPath:    b.fast,
-		Logger:      a.logger,
+		Client:        b.client,
+		Namespace:     a.Namespace,
+		Snapshotter:   a.Snapshotter,
+		Runtime:       a.Runtime,
+		RuncBinary:    a.RuncBinary,
+		InitBinary:    a.initPath,
+		FIFODir:       fifoDir,
+		Owner:         processOwner,
+		FastPath:      b.fast,
+		MaxContainers: a.MaxContainers,
+		Logger:        a.logger,
 	})
 	if err != nil {
 		return err
@@ -305,6 +318,9 @@ func (a *App) setDefaults() {
 	}
 	if a.RefillConcurrency == 0 {
 		a.RefillConcurrency = runtime.NumCPU()
+	}
+	if a.MaxContainers == 0 {
+		a.MaxContainers = defaultMaxContainersPerCPU * runtime.NumCPU()
 	}
 	if a.Address == "" {
 		if a.Managed == nil {

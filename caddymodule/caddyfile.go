@@ -186,6 +186,7 @@ func parseEnv(h *Handler, d *caddyfile.Dispenser) error {
 //		run_dir     <dir>
 //		image_wait  <duration>
 //		refill_concurrency <n>
+//		max_containers <n>
 //		registry_config <path-to-config.json>
 //		insecure_registries <host[:port]>...
 //		registry_hosts_dir <dir>
@@ -245,6 +246,9 @@ var appSubdirectives = map[string]func(a *App, d *caddyfile.Dispenser) error{
 	},
 	"refill_concurrency": func(a *App, d *caddyfile.Dispenser) error {
 		return intArg(d, "refill_concurrency", &a.RefillConcurrency, checkRefillConcurrency)
+	},
+	"max_containers": func(a *App, d *caddyfile.Dispenser) error {
+		return intArg(d, "max_containers", &a.MaxContainers, checkMaxContainers)
 	},
 	"registry_config":    func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.RegistryConfig, nil) },
 	"registry_hosts_dir": func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.RegistryHostsDir, nil) },

@@ -859,6 +859,15 @@ func TestParseGlobalOption(t *testing.T) {
 			want: App{Namespace: "my-spawn"},
 		},
 		{
+			name: "max_containers and fast_path",
+			input: `spawn {
+				max_containers 32
+				fast_path off
+				crun_binary /usr/local/bin/crun
+			}`,
+			want: App{MaxContainers: 32, FastPath: "off", CrunBinary: "/usr/local/bin/crun"},
+		},
+		{
 			name: "registry_config",
 			input: `spawn {
 				registry_config /etc/caddy/registries.json
@@ -1006,6 +1015,22 @@ func TestParseGlobalOptionErrors(t *testing.T) {
 			}`,
 			wantErr:  `unknown subdirective "socket"`,
 			wantLine: 3,
+		},
+		{
+			name: "max_containers not positive",
+			input: `spawn {
+				max_containers 0
+			}`,
+			wantErr:  "max_containers: 0 must be a positive integer",
+			wantLine: 2,
+		},
+		{
+			name: "fast_path unknown",
+			input: `spawn {
+				fast_path sometimes
+			}`,
+			wantErr:  `fast_path: "sometimes" must be auto, on or off`,
+			wantLine: 2,
 		},
 		{
 			name: "registry_config without path",

@@ -220,6 +220,13 @@ func checkFastPath(mode string) error {
 	return fmt.Errorf("fast_path: %q must be auto, on or off", mode)
 }
 
+func checkMaxContainers(n int) error {
+	if n <= 0 {
+		return fmt.Errorf("max_containers: %d must be a positive integer", n)
+	}
+	return nil
+}
+
 func checkRefillConcurrency(n int) error {
 	if n <= 0 {
 		return fmt.Errorf("refill_concurrency: %d must be a positive integer", n)

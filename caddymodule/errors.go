@@ -39,7 +39,8 @@ func httpError(err error) error {
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusGatewayTimeout
-	case errors.Is(err, errOverloaded), errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable), errors.Is(err, spawner.ErrImageNotReady):
+	case errors.Is(err, errOverloaded), errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable),
+		errors.Is(err, spawner.ErrImageNotReady), errors.Is(err, spawner.ErrAtCapacity):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, errBadOutput), errors.Is(err, errFailedNoOutput), errors.Is(err, errStartFailed), errors.Is(err, errResponseTooLarge):
 		status = http.StatusBadGateway

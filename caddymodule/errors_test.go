@@ -23,6 +23,7 @@ func TestHTTPError(t *testing.T) {
 		{name: "timeout", err: fmt.Errorf("%w after 1s: %w", errTimeout, context.DeadlineExceeded), want: http.StatusGatewayTimeout},
 		{name: "client gone", err: fmt.Errorf("%w: %w", errClientGone, context.Canceled), want: statusClientClosedRequest},
 		{name: "overloaded", err: errOverloaded, want: http.StatusServiceUnavailable},
+		{name: "at max_containers", err: fmt.Errorf("route r: %w", spawner.ErrAtCapacity), want: http.StatusServiceUnavailable},
 		{name: "containerd down", err: fmt.Errorf("%w: %w", errStartFailed, spawner.ErrUnavailable), want: http.StatusServiceUnavailable},
 		{name: "no output", err: fmt.Errorf("%w (exit code 137: killed by signal 9 (killed))", errFailedNoOutput), want: http.StatusBadGateway},
 		{name: "bad output", err: errBadOutput, want: http.StatusBadGateway},

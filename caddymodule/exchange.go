@@ -75,8 +75,13 @@ func newExchange(ctx context.Context, h *Handler, w http.ResponseWriter, r *http
 // or cold.
 func (ex *exchange) acquire() error {
 	began := time.Now()
-	proc, warm, err := ex.h.containers.acquire(ex.ctx)
+	// A new container may have to wait for one of the app's max_containers.
+	ctx := spawner.WithSlotWait(ex.ctx, time.Duration(ex.h.QueueTimeout))
+	proc, warm, err := ex.h.containers.acquire(ctx)
 	switch {
+	case errors.Is(err, spawner.ErrAtCapacity):
+		ex.w.Header().Set("Retry-After", "1")
+		return httpError(fmt.Errorf("route %s: %w", ex.h.Name, err))
 	case errors.Is(err, errImageNotReady):
 		ex.w.Header().Set("Retry-After", "5")
 		return httpError(fmt.Errorf("route %s: %w", ex.h.Name, err))

@@ -12,6 +12,9 @@ var (
 	ErrImageNotReady = errors.New("image not ready")
 	// ErrUnavailable: containerd cannot be reached.
 	ErrUnavailable = errors.New("containerd unavailable")
+	// ErrAtCapacity: the Spawner has MaxContainers containers and none
+	// was given back in time.
+	ErrAtCapacity = errors.New("at the container limit")
 	// ErrNeedsLinux: spawning containers needs Linux (containerd's runc
 	// shim, cgroups, FIFOs); the module compiles elsewhere, but New and
 	// StartDaemon return this error there.

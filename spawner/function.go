@@ -60,7 +60,10 @@ type Config struct {
 	// FastPath, when set, runs containers on our task server instead of
 	// a shim per container (see StartFastPath).
 	FastPath *FastPath
-	Logger   *zap.Logger
+	// MaxContainers bounds the containers this Spawner has at once, pooled
+	// and serving; 0 is unlimited. See WithSlotWait.
+	MaxContainers int
+	Logger        *zap.Logger
 }
 
 // Function describes one route's containers: the image and everything that

@@ -73,6 +73,7 @@ type Instance struct {
 	code      uint32
 	stdinOnce sync.Once
 	destroyed sync.Once
+	holdsSlot bool // of the Spawner's MaxContainers, given back by Destroy
 }
 
 // ExitStatus is how a container's program ended.
@@ -99,6 +100,19 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	callerCtx := ctx
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx(ctx)), createTimeout)
 	defer cancel()
+	if err := s.slots.take(callerCtx); err != nil {
+		return nil, err
+	}
+	slotHeld := true
+	defer func() {
+		if slotHeld {
+			s.slots.release()
+		}
+	}()
+	if err := callerCtx.Err(); err != nil {
+		// The caller left while it waited: don't start a container for nobody.
+		return nil, err
+	}
 	if fp := s.cfg.FastPath; fp != nil && !s.sandboxReady.Load() {
 		if err := fp.EnsureSandbox(ctx, s.cfg.Client); err != nil {
 			return nil, err
@@ -148,6 +162,8 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		token: randHex(32), done: make(chan struct{}), ready: make(chan struct{}),
 	}
 	s.track(inst)
+	// From here the instance holds the slot: Destroy gives it back.
+	inst.holdsSlot, slotHeld = true, false
 	defer func() {
 		if retErr != nil {
 			inst.Destroy(context.WithoutCancel(ctx))
@@ -459,6 +475,9 @@ func (i *Instance) Kill(ctx context.Context) {
 func (i *Instance) Destroy(ctx context.Context) {
 	i.destroyed.Do(func() {
 		defer i.s.untrack(i)
+		if i.holdsSlot {
+			defer i.s.slots.release()
+		}
 		ctx, cancel := context.WithTimeout(i.s.ctx(context.WithoutCancel(ctx)), teardownTimeout)
 		defer cancel()
 		start := time.Now()

@@ -28,6 +28,7 @@ type Spawner struct {
 
 	sandboxReady atomic.Bool // our sandbox record exists (fast path)
 	tmpl         templates
+	slots        slots
 
 	reapKick    chan struct{}
 	stop        chan struct{}
@@ -142,6 +143,7 @@ func New(cfg Config) (*Spawner, error) {
 		cfg: cfg, log: cfg.Logger,
 		live: map[*Instance]struct{}{}, ids: map[string]int{},
 		reapKick: make(chan struct{}, 1), stop: make(chan struct{}), janitorDone: make(chan struct{}),
+		slots: newSlots(cfg.MaxContainers),
 	}
 	go s.janitor()
 	return s, nil

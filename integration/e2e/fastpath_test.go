@@ -170,11 +170,11 @@ func (p *caddyProc) noRemainsOf(ids []string) (bool, string) {
 		if procs := processesMentioning(id); len(procs) > 0 {
 			left = append(left, fmt.Sprint("processes ", procs))
 		}
-		// FIFOs (run_dir/fifo/<owner>/<id>-std*), containerd's bundle
+		// FIFOs (run_dir/fifo/<owner>/<tmp>/<id>-std*), containerd's bundle
 		// (state/io.containerd.runtime.v2.task/<ns>/<id>) and crun's
 		// state (state/task-server/crun/<id>).
 		for _, pattern := range []string{
-			filepath.Join(runDir, "fifo", "*", id+"*"),
+			filepath.Join(runDir, "fifo", "*", "*", id+"*"),
 			filepath.Join(stateDir, "*", "*", id),
 			filepath.Join(stateDir, "task-server", "crun", id),
 		} {

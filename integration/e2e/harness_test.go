@@ -202,7 +202,10 @@ func archive(name string) string { return filepath.Join(imagesDir, name+".tar") 
 // caddyfile returns a whole Caddyfile: the global options every test needs
 // (admin endpoint, managed containerd in this binary's directories), then
 // sites.
-func caddyfile(sites string) string {
+func caddyfile(sites string) string { return caddyfileWith(sites, "") }
+
+// caddyfileWith is caddyfile with more lines in the spawn global option.
+func caddyfileWith(sites, spawnExtra string) string {
 	return fmt.Sprintf(`{
 	admin %s
 	servers {
@@ -215,11 +218,12 @@ func caddyfile(sites string) string {
 		}
 		run_dir %s
 		fast_path %s
+		%s
 	}
 }
 
 %s
-`, adminAddr, ctrdRoot, stateDir, runDir, fastPathMode(), strings.TrimRight(sites, "\n"))
+`, adminAddr, ctrdRoot, stateDir, runDir, fastPathMode(), spawnExtra, strings.TrimRight(sites, "\n"))
 }
 
 // fastPathMode is the spawn app's fast_path for the suite: "on" (it must
@@ -275,7 +279,13 @@ type caddyProc struct {
 // the test does not call it first.
 func startCaddy(t *testing.T, port int, sites string) *caddyProc {
 	t.Helper()
-	p := launchCaddy(t, port, caddyfile(sites))
+	return startCaddyConfig(t, port, caddyfile(sites))
+}
+
+// startCaddyConfig is startCaddy with a whole Caddyfile.
+func startCaddyConfig(t *testing.T, port int, config string) *caddyProc {
+	t.Helper()
+	p := launchCaddy(t, port, config)
 	t.Cleanup(p.Stop)
 	if err := p.waitServing(startTimeout); err != nil {
 		p.dumpLogs()
