@@ -107,6 +107,7 @@ var handlerSubdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) e
 	"output":      func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.Output, checkOutput) },
 	"script_name": func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.ScriptName, checkScriptName) },
 	"memory":      func(h *Handler, d *caddyfile.Dispenser) error { return sizeArg(d, "memory", &h.Memory, checkMemory) },
+	"disk":        func(h *Handler, d *caddyfile.Dispenser) error { return sizeArg(d, "disk", &h.Disk, checkDisk) },
 	"pids":        func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, "pids", &h.Pids, checkPids) },
 	"cpus":        func(h *Handler, d *caddyfile.Dispenser) error { return floatArg(d, "cpus", &h.CPUs, spawner.CheckCPUs) },
 	"nofile": func(h *Handler, d *caddyfile.Dispenser) error {

@@ -117,6 +117,13 @@ func checkMemory(n int64) error {
 	return nil
 }
 
+func checkDisk(n int64) error {
+	if n < 1<<20 || n > maxMemory {
+		return fmt.Errorf("disk: must be at least 1 MiB and at most 1 PiB, got %d bytes", n)
+	}
+	return nil
+}
+
 func checkPids(n int64) error {
 	if n <= 0 {
 		return fmt.Errorf("pids: %d must be a positive integer", n)

@@ -129,6 +129,13 @@ type Handler struct {
 	// killer (before its header: 502). Default: 256 MiB.
 	Memory int64 `json:"memory,omitempty"`
 
+	// Disk bounds the container's writable layer, in bytes (inodes too: one
+	// per 16 KiB). A program that fills it gets ENOSPC; the host's disk is
+	// never touched. On the fast path the layer is a size-capped tmpfs under
+	// the overlay, so its pages count against Memory as well; on the stock
+	// path (runc shim) it is not bounded. At least 1 MiB. Default: 64 MiB.
+	Disk int64 `json:"disk,omitempty"`
+
 	// Pids is the container's limit on processes and threads, the init
 	// included; a fork bomb stops there. Default: 128.
 	Pids int64 `json:"pids,omitempty"`
@@ -287,6 +294,7 @@ func (h *Handler) Validate() error {
 		checkOutput(h.Output),
 		ifSet(h.Timeout, checkTimeout),
 		ifSet(h.Memory, checkMemory),
+		ifSet(h.Disk, checkDisk),
 		ifSet(h.Pids, checkPids),
 		ifSet(h.CPUs, spawner.CheckCPUs),
 		ifSet(h.Nofile, spawner.CheckNofile[int64]),
@@ -414,6 +422,7 @@ func (h *Handler) function() spawner.Function {
 		Env:         h.env,
 		WorkingDir:  h.WorkDir,
 		MemoryBytes: h.Memory,
+		DiskBytes:   h.Disk,
 		Pids:        h.Pids,
 		CPUs:        h.CPUs,
 		Nofile:      uint64(max(h.Nofile, 0)),

@@ -257,6 +257,7 @@ func (f *FastPath) Stop(ctx context.Context) {
 		f.logger.Warn("fast path: containers left in the task server's state", zap.String("state", f.cfg.StateDir))
 	} else {
 		_ = os.RemoveAll(crunRoot)
+		_ = os.Remove(filepath.Join(f.cfg.StateDir, "layers")) // only if empty
 	}
 	f.logger.Info("fast path: task server stopped")
 }

@@ -29,6 +29,13 @@ const (
 	// MaxNofile is the largest RLIMIT_NOFILE, the kernel's default
 	// fs.nr_open.
 	MaxNofile = 1 << 20
+	// DefaultDiskBytes bounds a container's writable layer unless the
+	// route says otherwise: 64 MiB.
+	DefaultDiskBytes = 64 << 20
+	// DiskBytesPerInode sets the inode bound of the writable layer.
+	DiskBytesPerInode = 16 << 10
+	// AnnotationDisk carries DiskBytes in the spec, for the task server.
+	AnnotationDisk = "dev.caddy-spawn/disk"
 	// TmpfsBytes is the size of the tmpfs at /tmp of a read-only container.
 	// Its pages count against the memory limit too.
 	TmpfsBytes = 64 << 20
@@ -96,6 +103,11 @@ type Function struct {
 	// ReadOnly makes the root filesystem read-only and mounts a tmpfs of
 	// TmpfsBytes at /tmp.
 	ReadOnly bool
+	// DiskBytes bounds the container's writable layer (bytes, and inodes:
+	// one per DiskBytesPerInode); zero means DefaultDiskBytes. On the fast
+	// path it is a size-capped tmpfs under the overlay, whose pages also
+	// count against MemoryBytes; the stock path does not bound it.
+	DiskBytes int64
 	// User, when set, is the numeric user the init and the program run as,
 	// instead of the image's.
 	User *User

@@ -57,6 +57,10 @@ func (s *Spawner) routeOpts(f *Function, hostname, cgroup string) []oci.SpecOpts
 	if nofile == 0 {
 		nofile = DefaultNofile
 	}
+	disk := f.DiskBytes
+	if disk == 0 {
+		disk = DefaultDiskBytes
+	}
 	var opts []oci.SpecOpts
 	if len(f.Env) > 0 {
 		opts = append(opts, oci.WithEnv(f.Env))
@@ -86,6 +90,9 @@ func (s *Spawner) routeOpts(f *Function, hostname, cgroup string) []oci.SpecOpts
 		// in its writable layer (the host's disk).
 		oci.WithRlimit(&specs.POSIXRlimit{Type: "RLIMIT_CORE", Soft: 0, Hard: 0}),
 		withOOMScoreAdj(OOMScoreAdj),
+		// The writable layer's bound, applied by the fast path's task
+		// server (a size-capped tmpfs under the overlay).
+		oci.WithAnnotations(map[string]string{AnnotationDisk: strconv.FormatInt(disk, 10)}),
 		oci.WithMounts([]specs.Mount{{
 			Destination: InitPath,
 			Type:        "bind",

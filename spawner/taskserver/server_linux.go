@@ -230,6 +230,25 @@ func (s *Server) SweepLeftovers() {
 			_ = mount.UnmountAll(filepath.Join(st.Bundle, "rootfs"), unix.MNT_DETACH)
 		}
 	}
+	s.sweepLayers()
+}
+
+// sweepLayers unmounts and removes the writable layers a previous server
+// left (after its containers' rootfs mounts are gone).
+func (s *Server) sweepLayers() {
+	dir := filepath.Join(s.cfg.StateDir, "layers")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if err := mount.UnmountAll(p, unix.MNT_DETACH); err != nil {
+			s.logger.Warn("unmounting a leftover writable layer", zap.String("path", p), zap.Error(err))
+			continue
+		}
+		_ = os.Remove(p)
+	}
 }
 
 // killCgroup SIGKILLs every process in cgroup (a cgroupsPath) in every

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -16,6 +17,9 @@ import (
 // to BPF (base64): crun loads it as is instead of compiling the spec's
 // seccomp section with libseccomp, which costs ~10 ms of CPU per container.
 const annotationSeccompBPF = "run.oci.seccomp_bpf_data"
+
+// annotationDisk bounds the writable layer (bytes), as spawner sets it.
+const annotationDisk = "dev.caddy-spawn/disk"
 
 // crunSpecVersion is the runtime-spec version written for crun: releases
 // before 1.9 refuse newer versions, and nothing we use is newer.
@@ -63,6 +67,11 @@ func (s *Server) prepareSpec(t *task, bundle string) (key [32]byte, cached, ok b
 		t.cgroup = spec.Linux.CgroupsPath
 	}
 	t.hooks = spec.Hooks != nil
+	if v, ok := spec.Annotations[annotationDisk]; ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			t.disk = n
+		}
+	}
 	if spec.Linux != nil && spec.Linux.Seccomp != nil {
 		sb, err := json.Marshal(spec.Linux.Seccomp)
 		if err != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,6 +30,8 @@ type task struct {
 	rootfs                string // mounted by us; "" when containerd gave no mounts
 	cgroup                string // the spec's cgroupsPath
 	hooks                 bool   // the spec has OCI hooks: crun runs start and delete
+	disk                  int64  // bound of the writable layer; 0: none
+	layer                 string // the size-capped tmpfs holding the writable layer
 	pid                   int
 	created               time.Time
 
@@ -106,6 +110,11 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 	}()
 
 	t0 := time.Now()
+	key, cached, hasSeccomp, err := s.prepareSpec(t, r.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("preparing spec of %s: %w", r.ID, err)
+	}
+	t1 := time.Now()
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
@@ -113,14 +122,13 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 		}
 		// Set before mounting: a mount that fails half way is undone too.
 		t.rootfs = rootfs
-		if err := mount.All(mount.FromProto(r.Rootfs), rootfs); err != nil {
+		mounts, err := s.boundedLayer(t, mount.FromProto(r.Rootfs))
+		if err != nil {
+			return nil, fmt.Errorf("bounding the writable layer of %s: %w", r.ID, err)
+		}
+		if err := mount.All(mounts, rootfs); err != nil {
 			return nil, fmt.Errorf("mounting rootfs of %s: %w", r.ID, err)
 		}
-	}
-	t1 := time.Now()
-	key, cached, hasSeccomp, err := s.prepareSpec(t, r.Bundle)
-	if err != nil {
-		return nil, fmt.Errorf("preparing spec of %s: %w", r.ID, err)
 	}
 	stdio, err := openStdio(r.Stdin, r.Stdout, r.Stderr)
 	if err != nil {
@@ -147,6 +155,66 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 	go s.watch(t, s.reaper.wait(pid))
 	return t, nil
 }
+
+// boundedLayer moves the writable layer of an overlay rootfs (its upper
+// and work directories) onto a tmpfs of t.disk bytes and t.disk/16 KiB
+// inodes, mounted under the server's state: a program that fills it gets ENOSPC, and
+// its pages are charged to the container's memory cgroup, never to the
+// host's disk. Rootfs mounts of other shapes are returned as they are.
+func (s *Server) boundedLayer(t *task, mounts []mount.Mount) ([]mount.Mount, error) {
+	if t.disk <= 0 || len(mounts) != 1 || mounts[0].Type != "overlay" {
+		return mounts, nil
+	}
+	m := mounts[0]
+	upper, work := -1, -1
+	for i, o := range m.Options {
+		switch {
+		case strings.HasPrefix(o, "upperdir="):
+			upper = i
+		case strings.HasPrefix(o, "workdir="):
+			work = i
+		}
+	}
+	if upper < 0 || work < 0 {
+		return mounts, nil // a read-only view
+	}
+	// In our own state, not in containerd's bundle: containerd's removal
+	// of a bundle must never trip over our mount, and after a crash the
+	// next server finds every layer here.
+	layer := filepath.Join(s.cfg.StateDir, "layers", t.id)
+	if err := os.MkdirAll(layer, 0o700); err != nil {
+		return nil, err
+	}
+	inodes := max(t.disk/diskBytesPerInode, 1024)
+	t.layer = layer // set before mounting: undone by cleanup whatever happens
+	opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0700", t.disk, inodes)
+	if err := unix.Mount("tmpfs", layer, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return nil, fmt.Errorf("mounting tmpfs: %w", err)
+	}
+	// The new upper directory takes the snapshot's: its mode and owner
+	// are those of the image's root directory.
+	orig := strings.TrimPrefix(m.Options[upper], "upperdir=")
+	newUpper, newWork := filepath.Join(layer, "upper"), filepath.Join(layer, "work")
+	if err := os.Mkdir(newWork, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(newUpper, 0o755); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(orig); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			_ = os.Chown(newUpper, int(st.Uid), int(st.Gid))
+		}
+		_ = os.Chmod(newUpper, fi.Mode().Perm())
+	}
+	opts2 := append([]string(nil), m.Options...)
+	opts2[upper], opts2[work] = "upperdir="+newUpper, "workdir="+newWork
+	m.Options = opts2
+	return []mount.Mount{m}, nil
+}
+
+// diskBytesPerInode sets the writable layer's inode bound (as spawner's).
+const diskBytesPerInode = 16 << 10
 
 // watch records the init's exit and reports it: the TaskExit event is
 // queued before anyone waiting can go on to Delete, so events keep order.
@@ -177,6 +245,13 @@ func (s *Server) cleanup(t *task) {
 	if t.rootfs != "" {
 		if err := mount.UnmountAll(t.rootfs, unix.MNT_DETACH); err != nil {
 			s.logger.Warn("unmounting rootfs", zap.String("container", t.id), zap.Error(err))
+		}
+	}
+	if t.layer != "" {
+		if err := mount.UnmountAll(t.layer, unix.MNT_DETACH); err != nil {
+			s.logger.Warn("unmounting the writable layer", zap.String("container", t.id), zap.Error(err))
+		} else {
+			_ = os.Remove(t.layer)
 		}
 	}
 }

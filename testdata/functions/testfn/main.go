@@ -120,6 +120,26 @@ func main() {
 		}
 		header("text/plain")
 		fmt.Printf("nofile=%d/%d\n", lim.Cur, lim.Max)
+	case "fill":
+		// Write zeros to a file until the filesystem refuses; report how
+		// far it got and why it stopped.
+		header("text/plain")
+		f, err := os.Create(stringArg(mode, args, 0))
+		if err != nil {
+			fmt.Printf("create: %v\n", err)
+			return
+		}
+		buf := make([]byte, 1<<20)
+		var n int64
+		for n < 2<<30 {
+			w, err := f.Write(buf)
+			n += int64(w)
+			if err != nil {
+				fmt.Printf("wrote %d MiB: %v\n", n>>20, err)
+				return
+			}
+		}
+		fmt.Printf("wrote %d MiB: no error\n", n>>20)
 	case "forged":
 		// Header fields that are the server's, not the program's, then
 		// a failure: the real exit code travels in the trailer.
