@@ -40,7 +40,7 @@ func TestDiskBound(t *testing.T) {
 	if err := unix.Statfs(stateDir, &after); err != nil {
 		t.Fatal(err)
 	}
-	drop := (int64(before.Bavail) - int64(after.Bavail)) * int64(before.Bsize)
+	drop := (int64(before.Bavail) - int64(after.Bavail)) * before.Bsize
 	if drop > 100<<20 {
 		t.Errorf("host free space dropped by %d MiB, want < 100 MiB", drop>>20)
 	}
