@@ -32,6 +32,9 @@ const (
 	// DefaultDiskBytes bounds a container's writable layer unless the
 	// route says otherwise: 64 MiB.
 	DefaultDiskBytes = 64 << 20
+	// FsizeMargin is how much RLIMIT_FSIZE exceeds the writable layer's
+	// bound: a file that fills the layer ends in ENOSPC, not SIGXFSZ.
+	FsizeMargin = 1 << 20
 	// DiskBytesPerInode sets the inode bound of the writable layer.
 	DiskBytesPerInode = 16 << 10
 	// AnnotationDisk carries DiskBytes in the spec, for the task server.

@@ -89,6 +89,10 @@ func (s *Spawner) routeOpts(f *Function, hostname, cgroup string) []oci.SpecOpts
 		// No core dumps, not even raised by the program: they would land
 		// in its writable layer (the host's disk).
 		oci.WithRlimit(&specs.POSIXRlimit{Type: "RLIMIT_CORE", Soft: 0, Hard: 0}),
+		// No file larger than the writable layer, on either path (the stock
+		// path has no other bound). A little over it, so a program that
+		// fills the layer gets ENOSPC, not SIGXFSZ.
+		oci.WithRlimit(&specs.POSIXRlimit{Type: "RLIMIT_FSIZE", Soft: fsizeLimit(disk), Hard: fsizeLimit(disk)}),
 		withOOMScoreAdj(OOMScoreAdj),
 		// The writable layer's bound, applied by the fast path's task
 		// server (a size-capped tmpfs under the overlay).
@@ -150,6 +154,9 @@ func withHostNetwork() oci.SpecOpts {
 		return nil
 	}
 }
+
+// fsizeLimit is RLIMIT_FSIZE for a writable layer of disk bytes.
+func fsizeLimit(disk int64) uint64 { return uint64(disk) + FsizeMargin }
 
 // withOOMScoreAdj sets the OOM killer's adjustment of the container's
 // processes.

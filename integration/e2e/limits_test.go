@@ -51,6 +51,7 @@ func TestIsolationDefaults(t *testing.T) {
 		testfnRoute("/rlimit4096", "rlimit4096", "rlimit", "pool 0", "nofile 4096"),
 		testfnRoute("/oom", "oom", "oom", "pool 0"),
 		testfnRoute("/oom-pooled", "oom-pooled", "oom", "pool 1"),
+		testfnRoute("/oom-disk", "oom-disk", "oom", "pool 0", "disk 16MiB"),
 		testfnRoute("/id", "id", "id", "pool 0"),
 		// Pooled: the init runs as nobody on a read-only root, and is
 		// frozen and thawed like that.
@@ -93,10 +94,15 @@ func TestIsolationDefaults(t *testing.T) {
 	})
 
 	t.Run("oom score and core dumps", func(t *testing.T) {
+		// fsize: the default disk bound (64 MiB) plus spawner.FsizeMargin.
+		const want = "oom_score_adj=1000 core=0/0 fsize=68157440/68157440\n"
 		for _, path := range []string{"/oom", "/oom-pooled"} {
-			if got := okBody(t, path); got != "oom_score_adj=1000 core=0/0\n" {
-				t.Errorf("GET %s: %q, want oom_score_adj=1000 core=0/0", path, got)
+			if got := okBody(t, path); got != want {
+				t.Errorf("GET %s: %q, want %q", path, got, want)
 			}
+		}
+		if got := okBody(t, "/oom-disk"); got != "oom_score_adj=1000 core=0/0 fsize=17825792/17825792\n" {
+			t.Errorf("disk 16MiB: %q, want fsize 16 MiB + 1 MiB", got)
 		}
 	})
 

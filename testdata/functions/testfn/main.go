@@ -152,12 +152,15 @@ func main() {
 		if err != nil {
 			fail("reading oom_score_adj: " + err.Error())
 		}
-		var core syscall.Rlimit
+		var core, fsize syscall.Rlimit
 		if err := syscall.Getrlimit(syscall.RLIMIT_CORE, &core); err != nil {
 			fail("getrlimit: " + err.Error())
 		}
+		if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &fsize); err != nil {
+			fail("getrlimit: " + err.Error())
+		}
 		header("text/plain")
-		fmt.Printf("oom_score_adj=%s core=%d/%d\n", strings.TrimSpace(string(adj)), core.Cur, core.Max)
+		fmt.Printf("oom_score_adj=%s core=%d/%d fsize=%d/%d\n", strings.TrimSpace(string(adj)), core.Cur, core.Max, fsize.Cur, fsize.Max)
 	case "write":
 		header("text/plain")
 		for _, path := range args {
