@@ -30,6 +30,7 @@ type exitFilter struct {
 	ready   bool
 	pending []byte
 	out     []byte
+	buf     []byte // read buffer, reused: stderr is read in small pieces
 	eof     bool
 	found   bool
 }
@@ -47,9 +48,11 @@ func (f *exitFilter) Read(p []byte) (int, error) {
 			}
 			return 0, io.EOF
 		}
-		buf := make([]byte, 32<<10)
-		n, err := f.r.Read(buf)
-		f.pending = append(f.pending, buf[:n]...)
+		if f.buf == nil {
+			f.buf = make([]byte, 4<<10)
+		}
+		n, err := f.r.Read(f.buf)
+		f.pending = append(f.pending, f.buf[:n]...)
 		if err != nil {
 			f.eof = true
 		}
