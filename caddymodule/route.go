@@ -109,14 +109,26 @@ func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *sema
 	r.sp = sp
 	idle := spawnMetrics.poolIdle.WithLabelValues(r.name)
 	r.pool = spawner.NewPool(spawner.PoolConfig[*spawner.Instance]{
-		Size:   r.poolSize,
-		Create: func(ctx context.Context) (*spawner.Instance, error) { return sp.Create(ctx, &fn) },
+		Size: r.poolSize,
+		Create: func(ctx context.Context) (*spawner.Instance, error) {
+			// A container made for a request whose client left goes to
+			// the pool if it has room.
+			return sp.Create(spawner.WithHandOff(ctx, r.offer), &fn)
+		},
 		Refill: refill,
 		Logger: logger.With(zap.String("route", r.name)),
 		OnIdle: func(n int) { idle.Set(float64(n)) },
 	})
 	r.pool.Start()
 	close(r.ready)
+}
+
+// offer gives the pool a container whose request's client left.
+func (r *route) offer(inst *spawner.Instance) bool {
+	r.mu.Lock()
+	pool := r.pool
+	r.mu.Unlock()
+	return pool != nil && pool.Offer(inst)
 }
 
 func (r *route) isReady() bool {

@@ -122,8 +122,9 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	id := "caddy-spawn-" + fn.Name + "-" + randHex(8)
 	labels := fn.labels(s.cfg.Owner)
 	s.hold(id)
+	handedOff := false // to a pool, when the caller left (see handOffKey)
 	defer func() {
-		if retErr != nil {
+		if retErr != nil && !handedOff {
 			s.unhold(id)
 		}
 	}()
@@ -165,7 +166,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	// From here the instance holds the slot: Destroy gives it back.
 	inst.holdsSlot, slotHeld = true, false
 	defer func() {
-		if retErr != nil {
+		if retErr != nil && !handedOff {
 			inst.Destroy(context.WithoutCancel(ctx))
 		}
 	}()
@@ -206,6 +207,12 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		return nil, fmt.Errorf("starting task %s: %w", id, err)
 	}
 	if err := callerCtx.Err(); err != nil {
+		// The caller left while the container was made: someone else may
+		// use it (a pool with room takes it); otherwise it is torn down.
+		if handOff, ok := callerCtx.Value(handOffKey{}).(func(*Instance) bool); ok && handOff(inst) {
+			handedOff = true
+			return nil, fmt.Errorf("creating %s: caller gone; handed to the pool: %w", id, err)
+		}
 		return nil, fmt.Errorf("creating %s: caller gone: %w", id, err)
 	}
 	if ce := s.log.Check(zap.DebugLevel, "container started"); ce != nil {
@@ -238,6 +245,15 @@ func (s *Spawner) taskOpts() []client.NewTaskOpts {
 		return []client.NewTaskOpts{client.WithTaskAPIEndpoint(fp.Endpoint(), 3)}
 	}
 	return nil
+}
+
+type handOffKey struct{}
+
+// WithHandOff gives Create somewhere to put a container whose caller left
+// while it was made: take returns true if it took the container (a pool
+// with room), else Create tears it down.
+func WithHandOff(ctx context.Context, take func(*Instance) bool) context.Context {
+	return context.WithValue(ctx, handOffKey{}, take)
 }
 
 // watchExit waits for the task's exit. containerd going away breaks the

@@ -265,6 +265,37 @@ func (p *Pool[T]) watchIdle(t T) {
 	}
 }
 
+// Offer gives the pool a started container nobody claimed (its request's
+// client left while it was made). The pool takes it if it has room — it is
+// then frozen like the pool's own — and reports whether it did; the caller
+// destroys a refused one.
+func (p *Pool[T]) Offer(t T) bool {
+	p.mu.Lock()
+	if p.closed || len(p.idle)+p.creating >= p.cfg.Size {
+		p.mu.Unlock()
+		return false
+	}
+	p.creating++ // a slot, until it is ready
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		err := t.WaitReady(ctx)
+		cancel()
+		if err == nil {
+			err = t.Pause()
+		}
+		if err != nil {
+			t.Destroy(context.Background())
+			var zero T
+			t = zero
+		}
+		p.results <- fillResult[T]{t: t, err: err}
+	}()
+	return true
+}
+
 type fillResult[T Pooled] struct {
 	t   T
 	err error

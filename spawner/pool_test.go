@@ -202,3 +202,35 @@ func TestPoolDropsDeadIdle(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolOffer: a container made for a request whose client left is taken
+// when the pool has room (frozen, then served to the next request) and
+// refused when it is full or closed.
+func TestPoolOffer(t *testing.T) {
+	ff := &fakeFactory{}
+	ff.fail.Store(true) // the pool can't fill itself: only offers fill it
+	p := NewPool(PoolConfig[*fakeInst]{Size: 2, Create: ff.create})
+	p.Start()
+	orphan := &fakeInst{id: 100, exited: make(chan struct{})}
+	if !p.Offer(orphan) {
+		t.Fatal("an empty pool refused an offer")
+	}
+	eventually(t, "offered container idle", func() bool { return p.Idle() == 1 })
+	if !orphan.paused.Load() {
+		t.Error("the offered container was not frozen")
+	}
+	ff.fail.Store(false)
+	p.Kick()
+	eventually(t, "pool full", func() bool { return p.Idle() == 2 })
+	if p.Offer(&fakeInst{id: 101, exited: make(chan struct{})}) {
+		t.Error("a full pool took an offer")
+	}
+	got, warm, err := p.Acquire(context.Background())
+	if err != nil || !warm || got != orphan {
+		t.Fatalf("Acquire = %v, warm %v, %v; want the offered container, warm", got, warm, err)
+	}
+	p.Close(context.Background())
+	if p.Offer(&fakeInst{id: 102, exited: make(chan struct{})}) {
+		t.Error("a closed pool took an offer")
+	}
+}
