@@ -277,9 +277,7 @@ func (p *Pool[T]) Offer(t T) bool {
 	}
 	p.creating++ // a slot, until it is ready
 	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
+	p.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
 		err := t.WaitReady(ctx)
 		cancel()
@@ -292,7 +290,7 @@ func (p *Pool[T]) Offer(t T) bool {
 			t = zero
 		}
 		p.results <- fillResult[T]{t: t, err: err}
-	}()
+	})
 	return true
 }
 
