@@ -9,8 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -44,15 +42,9 @@ type FastPathConfig struct {
 type FastPath struct {
 	cfg     FastPathConfig
 	socket  string
-	logPath string
 	runtime string
 	logger  *zap.Logger
-
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	stopping bool
-	done     chan struct{}
+	proc    child
 }
 
 // SandboxID is the sandbox record, in each namespace we use, that our
@@ -84,21 +76,43 @@ func StartFastPath(ctx context.Context, cfg FastPathConfig, logger *zap.Logger) 
 		return nil, fmt.Errorf("creating task server state directory: %w", err)
 	}
 	f := &FastPath{
-		cfg: cfg, socket: filepath.Join(cfg.StateDir, "task.sock"),
-		logPath: filepath.Join(cfg.StateDir, "task-server.log"), runtime: rt,
-		logger: logger, done: make(chan struct{}),
+		cfg: cfg, socket: filepath.Join(cfg.StateDir, "task.sock"), runtime: rt, logger: logger,
 	}
 	if len(f.socket) > 100 {
 		return nil, fmt.Errorf("task server socket path %q is too long for a unix socket", f.socket)
 	}
-	if err := f.spawn(); err != nil {
+	conf, err := json.Marshal(taskserver.ProcessConfig{
+		Socket: f.socket, StateDir: cfg.StateDir, Crun: cfg.Crun, Events: cfg.Containerd + ".ttrpc",
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := f.waitReady(ctx); err != nil {
-		f.kill()
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding our own binary: %w", err)
+	}
+	f.proc = child{
+		name: "task server",
+		command: func() *exec.Cmd {
+			cmd := exec.Command(self)
+			cmd.Env = append(os.Environ(), taskserver.EnvConfig+"="+string(conf))
+			return cmd
+		},
+		ready: func(context.Context) error {
+			c, err := net.DialTimeout("unix", f.socket, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		},
+		poll:    20 * time.Millisecond,
+		where:   f.socket,
+		logPath: filepath.Join(cfg.StateDir, "task-server.log"),
+		logger:  logger,
+	}
+	if err := f.proc.start(ctx); err != nil {
 		return nil, err
 	}
-	go f.supervise()
 	if !favorDynMods() {
 		logger.Info("cgroup favordynmods is off: every container start waits for an RCU grace period when it joins its cgroup (~20 ms measured); `mount -o remount,favordynmods <cgroup2 mount>` (Linux >= 6.1) removes the wait")
 	}
@@ -114,141 +128,12 @@ func (f *FastPath) Endpoint() string { return "ttrpc+unix://" + f.socket }
 func (f *FastPath) Runtime() string { return f.runtime }
 
 // Pid is the task server's current process ID.
-func (f *FastPath) Pid() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.cmd.Process.Pid
-}
-
-func (f *FastPath) spawn() error {
-	conf, err := json.Marshal(taskserver.ProcessConfig{
-		Socket: f.socket, StateDir: f.cfg.StateDir, Crun: f.cfg.Crun, Events: f.cfg.Containerd + ".ttrpc",
-	})
-	if err != nil {
-		return err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("finding our own binary: %w", err)
-	}
-	logFile, err := os.OpenFile(f.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("opening task server log: %w", err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), taskserver.EnvConfig+"="+string(conf))
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting task server: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	f.mu.Lock()
-	f.cmd, f.exited = cmd, exited
-	f.mu.Unlock()
-	return nil
-}
-
-func (f *FastPath) waitReady(ctx context.Context) error {
-	f.mu.Lock()
-	exited := f.exited
-	f.mu.Unlock()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.DialTimeout("unix", f.socket, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("task server exited during start-up; see %s", f.logPath)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("task server did not serve on %s within 30s; see %s", f.socket, f.logPath)
-		}
-	}
-}
-
-// supervise restarts the task server whenever it exits, until Stop. The
-// containers it served fail (containerd reports their tasks exited when
-// the connections drop); the new server removes their remains.
-func (f *FastPath) supervise() {
-	defer close(f.done)
-	backoff := 100 * time.Millisecond
-	for {
-		f.mu.Lock()
-		exited := f.exited
-		f.mu.Unlock()
-		<-exited
-		if f.isStopping() {
-			return
-		}
-		f.logger.Error("task server exited; restarting",
-			zap.Duration("retry_in", backoff), zap.String("log", f.logPath))
-		time.Sleep(backoff)
-		if f.isStopping() {
-			return
-		}
-		if err := f.spawn(); err != nil {
-			f.logger.Error("restarting task server", zap.Error(err))
-			backoff = min(backoff*2, 10*time.Second)
-			continue
-		}
-		if f.isStopping() { // Stop ran while we spawned
-			f.kill()
-			return
-		}
-		if err := f.waitReady(context.Background()); err != nil {
-			f.logger.Error("restarting task server", zap.Error(err))
-			backoff = min(backoff*2, 10*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		f.logger.Info("task server restarted", zap.Int("pid", f.Pid()))
-	}
-}
-
-func (f *FastPath) isStopping() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.stopping
-}
-
-func (f *FastPath) kill() {
-	f.mu.Lock()
-	f.stopping = true
-	cmd, exited := f.cmd, f.exited
-	f.mu.Unlock()
-	_ = cmd.Process.Kill()
-	<-exited
-}
+func (f *FastPath) Pid() int { return f.proc.pid() }
 
 // Stop ends the task server (after the spawn app removed its containers)
 // and its supervision.
 func (f *FastPath) Stop(ctx context.Context) {
-	f.mu.Lock()
-	f.stopping = true
-	cmd, exited := f.cmd, f.exited
-	f.mu.Unlock()
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-	<-f.done
+	f.proc.stop(ctx, 5*time.Second)
 	_ = os.Remove(f.socket)
 	// crun's state outlives a server only when containers are left in it,
 	// for the next server to remove. The log stays, as containerd's does.
