@@ -111,15 +111,18 @@ func (c *crun) create(ctx context.Context, id, bundle string, stdio [3]*os.File)
 // writing and writing one byte lets the init's blocking read return and
 // exec the program.
 func (c *crun) start(ctx context.Context, id, bundle string, hooks bool) error {
+	// OCI hooks (poststart) need crun; and the FIFO's layout is crun's:
+	// crun itself starts the container when it is not what we expect.
+	crunStart := func() error {
+		return c.run(ctx, filepath.Join(bundle, "crun.log"), [3]*os.File{}, "start", id)
+	}
+	if hooks {
+		return crunStart()
+	}
 	fifo := filepath.Join(c.root, id, "exec.fifo")
 	f, err := os.OpenFile(fifo, os.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if hooks || err != nil {
-		if err == nil {
-			f.Close()
-		}
-		// OCI hooks (poststart) need crun; and the layout is crun's:
-		// fall back to crun itself if it is not what we expect.
-		return c.run(ctx, filepath.Join(bundle, "crun.log"), [3]*os.File{}, "start", id)
+	if err != nil {
+		return crunStart()
 	}
 	defer f.Close()
 	// crun tells "created" from "running" by the FIFO's presence.

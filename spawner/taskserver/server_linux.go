@@ -252,7 +252,8 @@ func (s *Server) sweepLayers() {
 }
 
 // killCgroup SIGKILLs every process in cgroup (a cgroupsPath) in every
-// hierarchy, thawing it first, and returns how many it signalled.
+// hierarchy, then thaws it so frozen ones act on the signal, and returns
+// how many it signalled.
 func (s *Server) killCgroup(cgroup string) int {
 	if !filepath.IsAbs(cgroup) || filepath.Clean(cgroup) == "/" {
 		return 0
@@ -271,17 +272,14 @@ func (s *Server) killCgroup(cgroup string) int {
 				}
 			}
 		}
-		writeExisting(filepath.Join(dir, "freezer.state"), "THAWED")
-		writeExisting(filepath.Join(dir, "cgroup.freeze"), "0")
 	}
+	s.thawCgroup(cgroup)
 	return n
 }
 
 // cgroupMounts lists the mount points of the cgroup hierarchies (v1 and v2).
 func cgroupMounts() ([]string, error) {
-	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
-		return m.FSType != "cgroup" && m.FSType != "cgroup2", false
-	})
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
 	if err != nil {
 		return nil, fmt.Errorf("reading mounts: %w", err)
 	}

@@ -292,12 +292,16 @@ func (s *Server) removeExited(t *task) bool {
 // thaw unfreezes t's cgroup through the freezer files (v1 and v2), without
 // a crun process. Failures are harmless: a cgroup that isn't frozen, or a
 // hierarchy without a freezer.
-func (s *Server) thaw(t *task) {
-	if !filepath.IsAbs(t.cgroup) {
+func (s *Server) thaw(t *task) { s.thawCgroup(t.cgroup) }
+
+// thawCgroup unfreezes cgroup (a cgroupsPath) in every hierarchy that has
+// a freezer.
+func (s *Server) thawCgroup(cgroup string) {
+	if !filepath.IsAbs(cgroup) {
 		return
 	}
 	for _, root := range s.cgroupRoots {
-		dir := filepath.Join(root, t.cgroup)
+		dir := filepath.Join(root, cgroup)
 		writeExisting(filepath.Join(dir, "freezer.state"), "THAWED")
 		writeExisting(filepath.Join(dir, "cgroup.freeze"), "0")
 	}
