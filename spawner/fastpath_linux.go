@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"go.uber.org/zap"
 
 	"github.com/containerd/containerd/v2/client"
@@ -176,13 +178,12 @@ func RemoveSandbox(ctx context.Context, c *client.Client) error {
 // whole system (the kernel then stops waiting for an RCU grace period on
 // each move).
 func favorDynMods() bool {
-	b, err := os.ReadFile("/proc/self/mounts")
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
 	if err != nil {
 		return false
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 4 && (f[2] == "cgroup2" || f[2] == "cgroup") && strings.Contains(f[3], "favordynmods") {
+	for _, m := range mounts {
+		if slices.Contains(strings.Split(m.VFSOptions, ","), "favordynmods") {
 			return true
 		}
 	}
