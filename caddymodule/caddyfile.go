@@ -120,22 +120,10 @@ var handlerSubdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) e
 	"max_response_bytes": func(h *Handler, d *caddyfile.Dispenser) error {
 		return sizeArg(d, "max_response_bytes", &h.MaxResponseBytes, checkMaxResponseBytes)
 	},
-	"network": func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.Network, checkNetwork) },
-	"read_only": func(h *Handler, d *caddyfile.Dispenser) error {
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-		h.ReadOnly = true
-		return nil
-	},
-	"pass_authorization": func(h *Handler, d *caddyfile.Dispenser) error {
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-		h.PassAuthorization = true
-		return nil
-	},
-	"user": func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.User, checkUser) },
+	"network":            func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.Network, checkNetwork) },
+	"read_only":          func(h *Handler, d *caddyfile.Dispenser) error { return flagArg(d, &h.ReadOnly) },
+	"pass_authorization": func(h *Handler, d *caddyfile.Dispenser) error { return flagArg(d, &h.PassAuthorization) },
+	"user":               func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.User, checkUser) },
 	"pool": func(h *Handler, d *caddyfile.Dispenser) error {
 		h.Pool = new(int)
 		return intArg(d, "pool", h.Pool, checkPool)
@@ -314,6 +302,15 @@ func stringArg(d *caddyfile.Dispenser, dst *string, check func(string) error) er
 		return nil
 	}
 	return checked(d, check(*dst))
+}
+
+// flagArg sets a subdirective that takes no argument.
+func flagArg(d *caddyfile.Dispenser, dst *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = true
+	return nil
 }
 
 // listArg reads one or more arguments into dst.
