@@ -52,6 +52,7 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		network       none|host
 //		read_only
 //		user          <uid>[:<gid>]
+//		userns        [<host_id>]
 //		pool          <n>
 //		max_concurrent <n>
 //		queue_timeout <duration>
@@ -124,6 +125,7 @@ var handlerSubdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) e
 	"read_only":          func(h *Handler, d *caddyfile.Dispenser) error { return flagArg(d, &h.ReadOnly) },
 	"pass_authorization": func(h *Handler, d *caddyfile.Dispenser) error { return flagArg(d, &h.PassAuthorization) },
 	"user":               func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.User, checkUser) },
+	"userns":             parseUserns,
 	"pool": func(h *Handler, d *caddyfile.Dispenser) error {
 		h.Pool = new(int)
 		return intArg(d, "pool", h.Pool, checkPool)
@@ -302,6 +304,16 @@ func stringArg(d *caddyfile.Dispenser, dst *string, check func(string) error) er
 		return nil
 	}
 	return checked(d, check(*dst))
+}
+
+// parseUserns reads `userns [<host_id>]`.
+func parseUserns(h *Handler, d *caddyfile.Dispenser) error {
+	h.Userns = true
+	if !d.NextArg() {
+		return nil
+	}
+	d.Prev()
+	return intArg(d, "userns", &h.UsernsHostID, checkUsernsHostID)
 }
 
 // flagArg sets a subdirective that takes no argument.

@@ -275,6 +275,20 @@ func TestHandlerUnmarshalCaddyfile(t *testing.T) {
 			want: Handler{Image: "hello", ReadOnly: true},
 		},
 		{
+			name: "userns",
+			input: `spawn hello {
+				userns
+			}`,
+			want: Handler{Image: "hello", Userns: true},
+		},
+		{
+			name: "userns with a host ID",
+			input: `spawn hello {
+				userns 2000000000
+			}`,
+			want: Handler{Image: "hello", Userns: true, UsernsHostID: 2000000000},
+		},
+		{
 			name: "pass_authorization",
 			input: `spawn hello {
 				pass_authorization
@@ -735,6 +749,30 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 				read_only true
 			}`,
 			wantErr:  "wrong argument count or unexpected line ending after 'true'",
+			wantLine: 2,
+		},
+		{
+			name: "userns with a word",
+			input: `spawn hello {
+				userns yes
+			}`,
+			wantErr:  `userns: "yes" is not an integer`,
+			wantLine: 2,
+		},
+		{
+			name: "userns on the host's own IDs",
+			input: `spawn hello {
+				userns 1000
+			}`,
+			wantErr:  "userns_host_id: userns host ID 1000 out of range",
+			wantLine: 2,
+		},
+		{
+			name: "userns with two arguments",
+			input: `spawn hello {
+				userns 2000000000 5
+			}`,
+			wantErr:  "wrong argument count or unexpected line ending after '5'",
 			wantLine: 2,
 		},
 		{

@@ -159,6 +159,28 @@ func checkUser(u string) error {
 	return nil
 }
 
+// checkUserns checks the user namespace settings and what they can't be
+// combined with.
+func (h *Handler) checkUserns() error {
+	if !h.Userns {
+		if h.UsernsHostID != 0 {
+			return errors.New("userns_host_id: has no use without userns")
+		}
+		return nil
+	}
+	if h.Network == networkHost {
+		return errors.New("userns: can't be combined with network host (the host's network namespace is not the container's user namespace's to configure)")
+	}
+	return ifSet(h.UsernsHostID, checkUsernsHostID)
+}
+
+func checkUsernsHostID(id int64) error {
+	if err := spawner.CheckUsernsHostID(id); err != nil {
+		return fmt.Errorf("userns_host_id: %w", err)
+	}
+	return nil
+}
+
 func checkPool(n int) error {
 	if n < 0 || n > maxPool {
 		return fmt.Errorf("pool: %d must be between 0 and %d", n, maxPool)

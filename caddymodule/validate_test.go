@@ -54,6 +54,9 @@ func TestHandlerValidate(t *testing.T) {
 		{name: "network unset", modify: func(h *Handler) { h.Network = "" }},
 		{name: "network none", modify: func(h *Handler) { h.Network = "none" }},
 		{name: "network host", modify: func(h *Handler) { h.Network = "host" }},
+		{name: "userns", modify: func(h *Handler) { h.Userns = true }},
+		{name: "userns with its host ID", modify: func(h *Handler) { h.Userns, h.UsernsHostID = true, 65536 }},
+		{name: "userns with the last host ID", modify: func(h *Handler) { h.Userns, h.UsernsHostID = true, 4294901759 }},
 		{name: "read_only", modify: func(h *Handler) { h.ReadOnly = true }},
 		{name: "pass_authorization", modify: func(h *Handler) { h.PassAuthorization = true }},
 		{name: "user uid", modify: func(h *Handler) { h.User = "65534" }},
@@ -234,6 +237,26 @@ func TestHandlerValidate(t *testing.T) {
 			name:    "negative max_response_bytes",
 			modify:  func(h *Handler) { h.MaxResponseBytes = -1 },
 			wantErr: "max_response_bytes: must not be negative",
+		},
+		{
+			name:    "userns with network host",
+			modify:  func(h *Handler) { h.Userns, h.Network = true, "host" },
+			wantErr: "userns: can't be combined with network host",
+		},
+		{
+			name:    "userns_host_id without userns",
+			modify:  func(h *Handler) { h.UsernsHostID = 2_000_000_000 },
+			wantErr: "userns_host_id: has no use without userns",
+		},
+		{
+			name:    "userns_host_id on the host's own IDs",
+			modify:  func(h *Handler) { h.Userns, h.UsernsHostID = true, 1000 },
+			wantErr: "userns_host_id: userns host ID 1000 out of range: must be from 65536 to 4294901759",
+		},
+		{
+			name:    "userns_host_id past the last range",
+			modify:  func(h *Handler) { h.Userns, h.UsernsHostID = true, 4294901760 },
+			wantErr: "userns_host_id: userns host ID 4294901760 out of range",
 		},
 		{
 			name:    "bad network",

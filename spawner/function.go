@@ -6,6 +6,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/containerd/containerd/v2/client"
+	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 
 	"github.com/caddy-spawn/caddy-spawn/snapshots"
 )
@@ -50,6 +51,20 @@ const (
 	OOMScoreAdj = 1000
 	// InitPath is where our init is mounted inside every container.
 	InitPath = "/.spawn/init"
+	// UsernsSize is how many user and group IDs a user namespace maps:
+	// container IDs 0 to 65535.
+	UsernsSize = 1 << 16
+	// DefaultUsernsHostID is the first host ID of a user namespace's
+	// range unless the function says otherwise: 0x70000000, far above the
+	// IDs of host users and the subordinate ranges tools hand out from
+	// 100000.
+	DefaultUsernsHostID = 0x70000000
+	// MinUsernsHostID keeps the range clear of the host's own users and
+	// groups (0 to 65535).
+	MinUsernsHostID = 1 << 16
+	// MaxUsernsHostID is the last first ID whose range still ends below
+	// the invalid ID 2^32-1.
+	MaxUsernsHostID = 1<<32 - 1 - UsernsSize
 )
 
 // Config is what a Spawner needs to make containers. All fields but
@@ -114,6 +129,30 @@ type Function struct {
 	// User, when set, is the numeric user the init and the program run as,
 	// instead of the image's.
 	User *User
+	// Userns, when set, runs the container in a user namespace of its own:
+	// its IDs 0 to UsernsSize-1 are the host's Userns.HostID onwards, so
+	// its root is an unprivileged user of the host. The image's files are
+	// seen through id-mapped mounts (the overlay snapshotter's "remap-ids"
+	// capability: kernel 5.19 or later), not copied. It can't be combined
+	// with HostNetwork.
+	Userns *Userns
+}
+
+// Userns is a user namespace's mapping: container IDs (users and groups
+// alike) 0 to UsernsSize-1 are host IDs HostID to HostID+UsernsSize-1.
+type Userns struct {
+	HostID uint32
+}
+
+// CheckUsernsHostID checks the first host ID of a user namespace's range.
+// It is the one home of the rule: the Caddy module checks its config with
+// it too.
+func CheckUsernsHostID(id int64) error {
+	if id < MinUsernsHostID || id > MaxUsernsHostID {
+		return fmt.Errorf("userns host ID %d out of range: must be from %d to %d, so the %d IDs from it are neither the host's own users nor past 2^32-2",
+			id, MinUsernsHostID, int64(MaxUsernsHostID), UsernsSize)
+	}
+	return nil
 }
 
 // User is a numeric user and group.
@@ -158,8 +197,27 @@ func (f *Function) validate() error {
 			return fmt.Errorf("function %s: %w", f.Name, err)
 		}
 	}
+	if f.Userns != nil {
+		if err := CheckUsernsHostID(int64(f.Userns.HostID)); err != nil {
+			return fmt.Errorf("function %s: %w", f.Name, err)
+		}
+		if f.HostNetwork {
+			return fmt.Errorf("function %s: a user namespace can't be combined with the host's network", f.Name)
+		}
+	}
 	if f.Image == nil || f.Image.Image == nil {
 		return fmt.Errorf("function %s: %w", f.Name, ErrImageNotReady)
 	}
 	return nil
+}
+
+// snapshotOpts are the function's options for its writable snapshots: in
+// a user namespace, the mapping, so the overlay snapshotter hands out
+// id-mapped layers and an upper directory owned by the container's root.
+func (f *Function) snapshotOpts() []ctrsnapshots.Opt {
+	if f.Userns == nil {
+		return nil
+	}
+	h := f.Userns.HostID
+	return []ctrsnapshots.Opt{client.WithRemapperLabels(0, h, 0, h, UsernsSize)}
 }

@@ -138,7 +138,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	t0 := time.Now()
 	c, err := s.cfg.Client.NewContainer(ctx, id,
 		client.WithImage(fn.Image.Image),
-		snapshots.WithWritable(s.cfg.Snapshotter, id, img, labels),
+		snapshots.WithWritable(s.cfg.Snapshotter, id, img, labels, fn.snapshotOpts()...),
 		s.withRuntime(),
 		spec,
 		client.WithContainerLabels(labels),

@@ -25,8 +25,9 @@ import (
 //   - memory (swap included: none), pids, CPU quota and RLIMIT_NOFILE limits;
 //   - no core dumps (RLIMIT_CORE 0/0) and oom_score_adj 1000: when the host
 //     runs out of memory, functions die first, never Caddy or containerd;
-//   - optionally a read-only root filesystem with a small tmpfs at /tmp, and
-//     a numeric non-root user.
+//   - optionally a read-only root filesystem with a small tmpfs at /tmp, a
+//     numeric non-root user, and a user namespace whose root is an
+//     unprivileged host user.
 func (s *Spawner) specOpts(f *Function, hostname, cgroup string) []oci.SpecOpts {
 	// Docker's rules: args replace the image's CMD; a new entrypoint drops
 	// the image's CMD as well.
@@ -113,6 +114,10 @@ func (s *Spawner) routeOpts(f *Function, hostname, cgroup string) []oci.SpecOpts
 	if f.HostNetwork {
 		opts = append(opts, withHostNetwork())
 	}
+	if f.Userns != nil {
+		m := f.Userns.idMappings()
+		opts = append(opts, oci.WithUserNamespace(m, m))
+	}
 	// Otherwise the default spec's fresh network namespace, with no
 	// network configured, has only a loopback device: no network.
 	if f.ReadOnly {
@@ -153,6 +158,11 @@ func withHostNetwork() oci.SpecOpts {
 		}
 		return nil
 	}
+}
+
+// idMappings is the user namespace's mapping, for users and groups alike.
+func (u *Userns) idMappings() []specs.LinuxIDMapping {
+	return []specs.LinuxIDMapping{{ContainerID: 0, HostID: u.HostID, Size: UsernsSize}}
 }
 
 // fsizeLimit is RLIMIT_FSIZE for a writable layer of disk bytes.

@@ -8,6 +8,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 )
@@ -231,6 +232,39 @@ func TestSpecRouteSettings(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "user namespace",
+			fn:   Function{Userns: &Userns{HostID: 2_000_000_000}},
+			check: func(t *testing.T, spec *oci.Spec) {
+				if !slices.ContainsFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+					return ns.Type == specs.UserNamespace && ns.Path == ""
+				}) {
+					t.Errorf("namespaces %+v: no new user namespace", spec.Linux.Namespaces)
+				}
+				want := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 2_000_000_000, Size: UsernsSize}}
+				if !slices.Equal(spec.Linux.UIDMappings, want) || !slices.Equal(spec.Linux.GIDMappings, want) {
+					t.Errorf("mappings uid %+v gid %+v, want %+v for both", spec.Linux.UIDMappings, spec.Linux.GIDMappings, want)
+				}
+				// The rest of the hardening stays.
+				if spec.Linux.Seccomp == nil || !spec.Process.NoNewPrivileges || len(spec.Process.Capabilities.Bounding) != 0 {
+					t.Error("userns dropped seccomp, no_new_privileges or the empty capability set")
+				}
+			},
+		},
+		{
+			name: "no user namespace by default",
+			fn:   Function{},
+			check: func(t *testing.T, spec *oci.Spec) {
+				for _, ns := range spec.Linux.Namespaces {
+					if ns.Type == specs.UserNamespace {
+						t.Errorf("user namespace %+v without userns", ns)
+					}
+				}
+				if len(spec.Linux.UIDMappings) != 0 {
+					t.Errorf("uid mappings %+v without userns", spec.Linux.UIDMappings)
+				}
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fn := tc.fn
@@ -250,6 +284,9 @@ func TestFunctionValidate(t *testing.T) {
 		{name: "cpus under the minimum", fn: Function{Name: "fn", CPUs: 0.001}, wantErr: "cpus 0.001 out of range"},
 		{name: "cpus over the maximum", fn: Function{Name: "fn", CPUs: 2000}, wantErr: "cpus 2000 out of range"},
 		{name: "nofile too large", fn: Function{Name: "fn", Nofile: MaxNofile + 1}, wantErr: "nofile 1048577 over"},
+		{name: "userns range on host IDs", fn: Function{Name: "fn", Userns: &Userns{HostID: 1000}}, wantErr: "userns host ID 1000 out of range"},
+		{name: "userns range past the last ID", fn: Function{Name: "fn", Userns: &Userns{HostID: MaxUsernsHostID + 1}}, wantErr: "out of range"},
+		{name: "userns with host network", fn: Function{Name: "fn", Userns: &Userns{HostID: DefaultUsernsHostID}, HostNetwork: true}, wantErr: "can't be combined with the host's network"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.fn.validate()
@@ -257,5 +294,22 @@ func TestFunctionValidate(t *testing.T) {
 				t.Errorf("validate() = %v, want an error containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestFunctionSnapshotOpts(t *testing.T) {
+	if opts := (&Function{}).snapshotOpts(); len(opts) != 0 {
+		t.Errorf("%d snapshot options without userns, want none", len(opts))
+	}
+	var info ctrsnapshots.Info
+	for _, o := range (&Function{Userns: &Userns{HostID: 2_000_000_000}}).snapshotOpts() {
+		if err := o(&info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []string{ctrsnapshots.LabelSnapshotUIDMapping, ctrsnapshots.LabelSnapshotGIDMapping} {
+		if got := info.Labels[l]; got != "0:2000000000:65536" {
+			t.Errorf("label %s = %q, want 0:2000000000:65536", l, got)
+		}
 	}
 }

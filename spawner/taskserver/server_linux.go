@@ -45,6 +45,7 @@ type Server struct {
 	reaper  *reaper
 	events  *publisher
 	seccomp seccompCache
+	idmap   idmaps
 	logger  *zap.Logger
 	// cgroupRoots are the mount points of every cgroup hierarchy, where
 	// crun makes a container's cgroup.
@@ -139,6 +140,7 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
+		s.closeIDMaps()
 		s.mu.Lock()
 		srv := s.ttrpc
 		s.mu.Unlock()
@@ -231,6 +233,7 @@ func (s *Server) SweepLeftovers() {
 		}
 	}
 	s.sweepLayers()
+	s.sweepIDMaps()
 }
 
 // sweepLayers unmounts and removes the writable layers a previous server

@@ -126,6 +126,11 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 		if err != nil {
 			return nil, fmt.Errorf("bounding the writable layer of %s: %w", r.ID, err)
 		}
+		for i := range mounts {
+			if mounts[i], err = s.idmapLowers(mounts[i]); err != nil {
+				return nil, fmt.Errorf("id-mapping the rootfs of %s: %w", r.ID, err)
+			}
+		}
 		if err := mount.All(mounts, rootfs); err != nil {
 			return nil, fmt.Errorf("mounting rootfs of %s: %w", r.ID, err)
 		}

@@ -113,6 +113,8 @@ func main() {
 		fmt.Printf("uid=%d gid=%d groups=%v\n", os.Getuid(), os.Getgid(), groups)
 	case "security":
 		security()
+	case "userns":
+		usernsReport()
 	case "rlimit":
 		var lim syscall.Rlimit
 		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -319,4 +321,38 @@ func durationArg(mode string, args []string, i int) time.Duration {
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "testfn: "+msg)
 	os.Exit(2)
+}
+
+// usernsReport says which user namespace the process is in, as its
+// /proc/self/uid_map and gid_map (fields joined by single spaces) and its
+// uid, who owns the image's files it sees (its own binary), and who owns a
+// file it writes into its root (the writable layer).
+func usernsReport() {
+	uidMap, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		fail("reading uid_map: " + err.Error())
+	}
+	gidMap, err := os.ReadFile("/proc/self/gid_map")
+	if err != nil {
+		fail("reading gid_map: " + err.Error())
+	}
+	owner := func(path string) string {
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			return "error: " + err.Error()
+		}
+		return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fail("finding the executable: " + err.Error())
+	}
+	written := "ok"
+	if err := os.WriteFile("/userns-written", []byte("x"), 0o644); err != nil {
+		written = "error: " + err.Error()
+	}
+	header("text/plain")
+	fmt.Printf("uid_map=%s\ngid_map=%s\nuid=%d gid=%d\nimage_file=%s\nwrite=%s written_file=%s\n",
+		strings.Join(strings.Fields(string(uidMap)), " "), strings.Join(strings.Fields(string(gidMap)), " "),
+		os.Getuid(), os.Getgid(), owner(exe), written, owner("/userns-written"))
 }
