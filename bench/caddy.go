@@ -125,7 +125,11 @@ type caddyProc struct {
 
 // caddyfile is a path's configuration: three routes of the hello image.
 func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
-	route := func(name string, pool int) string {
+	route := func(name string, pool int, extra ...string) string {
+		more := ""
+		for _, e := range extra {
+			more += "\t\t\t" + e + "\n"
+		}
 		return fmt.Sprintf(`	handle /%[1]s {
 		header >X-Spawn-Start {http.spawn.start_type}
 		spawn %[2]s {
@@ -133,9 +137,9 @@ func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
 			image_archive %[3]s
 			pool %[4]d
 			timeout 30s
-		}
+%[5]s		}
 	}
-`, name, helloRef, b.pre.helloTar, pool)
+`, name, helloRef, b.pre.helloTar, pool, more)
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -153,12 +157,13 @@ func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
 
 http://127.0.0.1:%d {
 	bind 127.0.0.1
-%s%s%s	handle {
+%s%s%s%s%s	handle {
 		respond "no such route" 404
 	}
 }
 `, adminPort, nsCaddy, p.runDir, p.fastPath, p.ctrdRoot, p.state, httpPort,
-		route("warm", warmPool), route("cold", 0), route("sustained", sustainedPool))
+		route("warm", warmPool), route("cold", 0), route("sustained", sustainedPool),
+		route("warm-userns", usernsPool, "userns"), route("cold-userns", 0, "userns"))
 }
 
 // startCaddy starts a path's Caddy and waits until it serves its
@@ -325,7 +330,7 @@ func (b *bench) quiesceAll(ctx context.Context, timeout time.Duration) error {
 	for _, r := range []struct {
 		name string
 		size int
-	}{{"warm", warmPool}, {"cold", 0}, {"sustained", sustainedPool}} {
+	}{{"warm", warmPool}, {"cold", 0}, {"sustained", sustainedPool}, {"warm-userns", usernsPool}, {"cold-userns", 0}} {
 		if err := b.quiesce(ctx, r.name, r.size, timeout); err != nil {
 			return err
 		}
@@ -343,8 +348,8 @@ func (b *bench) checkOnlyPooled(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(cs) != warmPool+sustainedPool {
-		return fmt.Errorf("after the runs: %d containers in %s, want only the %d pooled ones", len(cs), nsCaddy, warmPool+sustainedPool)
+	if len(cs) != pooled {
+		return fmt.Errorf("after the runs: %d containers in %s, want only the %d pooled ones", len(cs), nsCaddy, pooled)
 	}
 	b.cur.res.ContainersBeforeStop = len(cs)
 	return nil

@@ -21,6 +21,8 @@
 //     the background refill and teardown are done, and every answer's
 //     X-Spawn-Start header must say "warm". p50/p90/p99.
 //  2. cold      — the same with `pool 0`: a container is created per request.
+//     Both again on routes with `userns` (a user namespace, id-mapped image
+//     layers), for what the opt-in costs.
 //  3. sustained — fresh containers served per second at concurrency 1, 4 and
 //     16 (a fixed time per level, pool 8), p50/p99, and the CPU each
 //     container costs: all CPU time of the machine from /proc/stat (user,
@@ -113,6 +115,11 @@ const (
 	// Pool sizes of the Caddy routes.
 	warmPool      = 4
 	sustainedPool = 8
+	// usernsPool is the pool of the userns warm route: one is enough, as
+	// warm requests are paced until the pool is full again.
+	usernsPool = 1
+	// pooled is every route's pool together: the idle containers.
+	pooled = warmPool + sustainedPool + usernsPool
 )
 
 // config is what the flags choose.

@@ -178,6 +178,36 @@ func (b *bench) runCold(ctx context.Context) error {
 	return nil
 }
 
+// runUserns: warm and cold again, paced the same way, on the routes with
+// `userns`: what a user namespace with id-mapped layers adds.
+func (b *bench) runUserns(ctx context.Context) error {
+	r := &b.cur.res
+	for _, m := range []struct {
+		route, start string
+		pool         int
+		p50, p90     *float64
+	}{
+		{"warm-userns", "warm", usernsPool, &r.UsernsWarmP50, &r.UsernsWarmP90},
+		{"cold-userns", "cold", 0, &r.UsernsColdP50, &r.UsernsColdP90},
+	} {
+		progress("%s %s: %d+%d requests, each after the pool refilled and the previous container was removed", b.cur.name, m.route, b.cfg.warmup, b.cfg.requests)
+		ss, err := b.series(ctx, b.cur.name+" "+m.route, b.caddy.base+"/"+m.route, func() error {
+			return b.quiesce(ctx, m.route, m.pool, 30*time.Second)
+		})
+		if err != nil {
+			return err
+		}
+		st := latencies(ss)
+		*m.p50, *m.p90 = st.p50, st.p90
+		for _, s := range ss {
+			if s.err == nil && s.startType != m.start {
+				b.noteErr(b.cur.name+" "+m.route, fmt.Errorf("X-Spawn-Start %q, want %s", s.startType, m.start))
+			}
+		}
+	}
+	return nil
+}
+
 // runSustained: fresh containers per second through Caddy at each
 // concurrency level for a fixed time, starting from a full pool and a quiet
 // system. Only 200s with the greeting count. The CPU the machine spends from

@@ -91,6 +91,7 @@ func (b *bench) runPath(ctx context.Context, p *pathRun) error {
 	}{
 		{"warm", b.runWarm},
 		{"cold", b.runCold},
+		{"userns", b.runUserns},
 		{"sustained", b.runSustained},
 		{"memory", func(ctx context.Context) error {
 			if err := b.quiesceAll(ctx, time.Minute); err != nil {

@@ -109,9 +109,14 @@ type pathResults struct {
 	ColdP50               float64 `json:"cold_p50_ms"`
 	ColdP90               float64 `json:"cold_p90_ms"`
 	ColdP99               float64 `json:"cold_p99_ms"`
-	FreshPerSC1           float64 `json:"fresh_per_s_c1"`
-	FreshPerSC4           float64 `json:"fresh_per_s_c4"`
-	FreshPerSC16          float64 `json:"fresh_per_s_c16"`
+	// Userns*: warm and cold again on routes with `userns`.
+	UsernsWarmP50 float64 `json:"userns_warm_p50_ms"`
+	UsernsWarmP90 float64 `json:"userns_warm_p90_ms"`
+	UsernsColdP50 float64 `json:"userns_cold_p50_ms"`
+	UsernsColdP90 float64 `json:"userns_cold_p90_ms"`
+	FreshPerSC1   float64 `json:"fresh_per_s_c1"`
+	FreshPerSC4   float64 `json:"fresh_per_s_c4"`
+	FreshPerSC16  float64 `json:"fresh_per_s_c16"`
 
 	Sustained []sustainedLevel `json:"sustained"`
 	// CPUMsPerContainer is over every level: all CPU ÷ all containers.
@@ -351,6 +356,12 @@ func (b *bench) printReport(w io.Writer) {
 	lat3 := func(p *pathResults) string { return fmt.Sprintf("%.2f / %.2f / %.2f", p.WarmP50, p.WarmP90, p.WarmP99) }
 	fmt.Fprintf(tw, "warm p50 / p90 / p99 ms\t%s\t%s\t%.2f×\t\n", lat3(fast), lat3(stock), ratio(fast.WarmP50, stock.WarmP50))
 	fmt.Fprintf(tw, "cold p50 / p90 ms\t%.2f / %.2f\t%.2f / %.2f\t%.2f×\t\n", fast.ColdP50, fast.ColdP90, stock.ColdP50, stock.ColdP90, ratio(fast.ColdP50, stock.ColdP50))
+	fmt.Fprintf(tw, "userns warm p50 / p90 ms (× without)\t%.2f / %.2f (%.2f×)\t%.2f / %.2f (%.2f×)\t\t\n",
+		fast.UsernsWarmP50, fast.UsernsWarmP90, ratio(fast.UsernsWarmP50, fast.WarmP50),
+		stock.UsernsWarmP50, stock.UsernsWarmP90, ratio(stock.UsernsWarmP50, stock.WarmP50))
+	fmt.Fprintf(tw, "userns cold p50 / p90 ms (× without)\t%.2f / %.2f (%.2f×)\t%.2f / %.2f (%.2f×)\t\t\n",
+		fast.UsernsColdP50, fast.UsernsColdP90, ratio(fast.UsernsColdP50, fast.ColdP50),
+		stock.UsernsColdP50, stock.UsernsColdP90, ratio(stock.UsernsColdP50, stock.ColdP50))
 	for i := range fast.Sustained {
 		if i >= len(stock.Sustained) {
 			break

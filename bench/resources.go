@@ -144,8 +144,8 @@ func (b *bench) measureMemory(ctx context.Context, p *pathRun) (memoryResult, er
 		ids = append(ids, c.ID())
 	}
 	m.IdleContainers = len(ids)
-	if m.IdleContainers != warmPool+sustainedPool {
-		return m, fmt.Errorf("%d containers in %s, want the %d pooled ones", m.IdleContainers, nsCaddy, warmPool+sustainedPool)
+	if m.IdleContainers != pooled {
+		return m, fmt.Errorf("%d containers in %s, want the %d pooled ones", m.IdleContainers, nsCaddy, pooled)
 	}
 	addr := filepath.Join(p.state, "containerd.sock")
 	for _, proc := range hostprobe.Processes(p.state + "/") {
