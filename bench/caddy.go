@@ -126,9 +126,9 @@ type caddyProc struct {
 // caddyfile is a path's configuration: three routes of the hello image.
 func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
 	route := func(name string, pool int, extra ...string) string {
-		more := ""
+		var more strings.Builder
 		for _, e := range extra {
-			more += "\t\t\t" + e + "\n"
+			more.WriteString("\t\t\t" + e + "\n")
 		}
 		return fmt.Sprintf(`	handle /%[1]s {
 		header >X-Spawn-Start {http.spawn.start_type}
@@ -139,7 +139,7 @@ func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
 			timeout 30s
 %[5]s		}
 	}
-`, name, helloRef, b.pre.helloTar, pool, more)
+`, name, helloRef, b.pre.helloTar, pool, more.String())
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d

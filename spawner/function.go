@@ -218,6 +218,10 @@ func (f *Function) snapshotOpts() []ctrsnapshots.Opt {
 	if f.Userns == nil {
 		return nil
 	}
-	h := f.Userns.HostID
-	return []ctrsnapshots.Opt{client.WithRemapperLabels(0, h, 0, h, UsernsSize)}
+	// The labels client.WithRemapperLabels sets (that one is Unix-only).
+	m := fmt.Sprintf("0:%d:%d", f.Userns.HostID, UsernsSize)
+	return []ctrsnapshots.Opt{ctrsnapshots.WithLabels(map[string]string{
+		ctrsnapshots.LabelSnapshotUIDMapping: m,
+		ctrsnapshots.LabelSnapshotGIDMapping: m,
+	})}
 }

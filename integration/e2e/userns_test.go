@@ -187,7 +187,7 @@ func hostUID(pid int) (uint32, bool) {
 	if err != nil {
 		return 0, false
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
 			var real uint32
 			if _, err := fmt.Sscan(rest, &real); err == nil {

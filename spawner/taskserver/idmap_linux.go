@@ -196,7 +196,7 @@ func (s *Server) newUserns(uidmap, gidmap string) (*os.File, error) {
 // parseIDMaps parses containerd's "ctr:host:size[,ctr:host:size…]".
 func parseIDMaps(s string) ([]syscall.SysProcIDMap, error) {
 	var out []syscall.SysProcIDMap
-	for _, part := range strings.Split(s, ",") {
+	for part := range strings.SplitSeq(s, ",") {
 		f := strings.Split(part, ":")
 		if len(f) != 3 {
 			return nil, fmt.Errorf("id mapping %q: want container:host:size", part)
