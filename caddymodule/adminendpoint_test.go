@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -66,6 +67,62 @@ func TestReadAdminEndpoint(t *testing.T) {
 			}
 			if got := e.String(); !strings.Contains(got, tc.wantString) || (!tc.wantUnknown && got != tc.wantString) {
 				t.Errorf("String() = %q, want %q", got, tc.wantString)
+			}
+		})
+	}
+}
+
+// TestValidateHostNetworkAdmin runs caddy.Validate (what `caddy validate`
+// and every config load run) on whole JSON configs: a network host route is
+// refused while the admin endpoint listens on TCP, naming the field, and
+// accepted with the admin endpoint on a unix socket or off, or with the
+// override.
+func TestValidateHostNetworkAdmin(t *testing.T) {
+	defaultListen := caddy.DefaultAdminListen
+	caddy.DefaultAdminListen = "localhost:2019" // as without CADDY_ADMIN
+	t.Cleanup(func() { caddy.DefaultAdminListen = defaultListen })
+	for _, tc := range []struct {
+		name    string
+		admin   string // the config's "admin" object; "" for none
+		spawn   string // the spawn app's JSON
+		network string
+		wantErr string // "" means valid
+	}{
+		{
+			name: "default admin", spawn: `{}`, network: "host",
+			wantErr: `network: "host" is refused while the admin endpoint listens on TCP (localhost:2019)`,
+		},
+		{
+			name: "tcp admin", admin: `{"listen": "127.0.0.1:2999"}`, spawn: `{}`, network: "host",
+			wantErr: `network: "host" is refused while the admin endpoint listens on TCP (127.0.0.1:2999)`,
+		},
+		{name: "unix admin", admin: `{"listen": "unix//run/caddy-admin.sock"}`, spawn: `{}`, network: "host"},
+		{name: "admin off", admin: `{"disabled": true}`, spawn: `{}`, network: "host"},
+		{name: "override", admin: `{"listen": "127.0.0.1:2999"}`, spawn: `{"host_network_with_tcp_admin": true}`, network: "host"},
+		{name: "network none", spawn: `{}`, network: "none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := `{
+				"apps": {
+					"http": {"servers": {"srv0": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [
+						{"handler": "spawn", "image": "localhost/caddy-spawn/hello:latest", "network": "` + tc.network + `"}
+					]}]}}},
+					"spawn": ` + tc.spawn + `
+				}`
+			if tc.admin != "" {
+				raw += `, "admin": ` + tc.admin
+			}
+			raw += `}`
+			var cfg caddy.Config
+			if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+				t.Fatalf("config %s: %v", raw, err)
+			}
+			err := caddy.Validate(&cfg)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("unexpected error: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
 	}
