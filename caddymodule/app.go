@@ -135,6 +135,17 @@ type App struct {
 	// capabilities for pulls. Default: none.
 	RegistryHostsDir string `json:"registry_hosts_dir,omitempty"`
 
+	// HostNetworkWithTCPAdmin allows routes with network "host" although
+	// Caddy's admin endpoint listens on TCP (or anywhere else the host's
+	// network namespace reaches: an abstract unix socket, an inherited
+	// socket, or an address caddy-spawn could not read). Any function on
+	// such a route can then rewrite Caddy's config through the endpoint,
+	// e.g. load a route that runs any image with any settings. Without it,
+	// such a route is refused; the safe alternatives are the admin endpoint
+	// on a unix socket ("admin": {"listen": "unix//run/caddy-admin.sock"})
+	// or off. Default: false.
+	HostNetworkWithTCPAdmin bool `json:"host_network_with_tcp_admin,omitempty"`
+
 	ctx      caddy.Context
 	logger   *zap.Logger
 	mu       *sync.Mutex
@@ -146,6 +157,7 @@ type App struct {
 	bgDone   chan struct{}
 	initPath string
 	refill   *semaphore.Weighted
+	admin    adminEndpoint // where this config's admin endpoint listens
 
 	registries snapshots.Registries
 }
@@ -180,6 +192,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.mu = new(sync.Mutex)
+	a.admin = readAdminEndpoint(ctx)
 	a.setDefaults()
 	a.refill = semaphore.NewWeighted(int64(a.RefillConcurrency))
 	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
@@ -207,6 +220,7 @@ func (a *App) Validate() error {
 // exist fails the start. If containerd can't be reached, the start goes on:
 // requests get 503 until it is back.
 func (a *App) Start() (err error) {
+	a.warnReachableAdmin(os.Geteuid())
 	if err := a.checkDirs(); err != nil {
 		return err
 	}
@@ -454,6 +468,18 @@ func removeStaleFIFODirs(parent, keep string) {
 			_ = os.RemoveAll(filepath.Join(parent, e.Name()))
 		}
 	}
+}
+
+// warnReachableAdmin warns when Caddy runs as root (euid 0) with an admin
+// endpoint the host's network namespace reaches: any local user, and any
+// function on a network host route, can then reconfigure Caddy — load a
+// route that runs any image with any settings.
+func (a *App) warnReachableAdmin(euid int) {
+	if euid != 0 || !a.admin.reachable() {
+		return
+	}
+	a.logger.Warn("admin endpoint reachable by every local user while Caddy runs as root: they, and any function on a network host route, can reconfigure Caddy; use a unix socket (admin unix//run/caddy-admin.sock) or admin off",
+		zap.Stringer("address", a.admin))
 }
 
 // checkDirs refuses state directories someone else could change.

@@ -181,6 +181,7 @@ func parseEnv(h *Handler, d *caddyfile.Dispenser) error {
 //		registry_config <path-to-config.json>
 //		insecure_registries <host[:port]>...
 //		registry_hosts_dir <dir>
+//		host_network_with_tcp_admin
 //		managed {
 //			binary    <containerd-path>
 //			root      <dir>
@@ -248,6 +249,9 @@ var appSubdirectives = map[string]func(a *App, d *caddyfile.Dispenser) error{
 			return err
 		}
 		return checked(d, checkInsecureRegistries(a.InsecureRegistries))
+	},
+	"host_network_with_tcp_admin": func(a *App, d *caddyfile.Dispenser) error {
+		return flagArg(d, &a.HostNetworkWithTCPAdmin)
 	},
 	"managed": parseManaged,
 }

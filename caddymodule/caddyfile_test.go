@@ -906,6 +906,13 @@ func TestParseGlobalOption(t *testing.T) {
 			want: App{MaxContainers: 32, FastPath: "off", CrunBinary: "/usr/local/bin/crun"},
 		},
 		{
+			name: "host_network_with_tcp_admin",
+			input: `spawn {
+				host_network_with_tcp_admin
+			}`,
+			want: App{HostNetworkWithTCPAdmin: true},
+		},
+		{
 			name: "registry_config",
 			input: `spawn {
 				registry_config /etc/caddy/registries.json
@@ -1060,6 +1067,14 @@ func TestParseGlobalOptionErrors(t *testing.T) {
 				max_containers 0
 			}`,
 			wantErr:  "max_containers: 0 must be a positive integer",
+			wantLine: 2,
+		},
+		{
+			name: "host_network_with_tcp_admin with an argument",
+			input: `spawn {
+				host_network_with_tcp_admin yes
+			}`,
+			wantErr:  "wrong argument count",
 			wantLine: 2,
 		},
 		{

@@ -152,6 +152,20 @@ func checkNetwork(n string) error {
 	return nil
 }
 
+// checkHostNetwork refuses network host while the admin endpoint is
+// reachable from the host's network namespace (adminEndpoint.reachable),
+// unless the spawn app's host_network_with_tcp_admin allows it: any
+// function on the route could rewrite Caddy's config through the endpoint.
+// It needs the app, which Provision gets before Validate runs.
+func (h *Handler) checkHostNetwork() error {
+	if h.Network != networkHost || h.app == nil || h.app.HostNetworkWithTCPAdmin || !h.app.admin.reachable() {
+		return nil
+	}
+	return fmt.Errorf("network: %q is refused while the admin endpoint listens on %s: a function could rewrite Caddy's config through it; "+
+		"set admin off or a unix socket (admin unix//run/caddy-admin.sock), or set the spawn option host_network_with_tcp_admin",
+		h.Network, h.app.admin)
+}
+
 func checkUser(u string) error {
 	if _, err := parseUser(u); err != nil {
 		return fmt.Errorf("user: %w", err)

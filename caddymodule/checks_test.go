@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -39,6 +40,55 @@ func TestParseUser(t *testing.T) {
 				t.Errorf("parseUser(%q): %v", tc.in, err)
 			case *got != tc.want:
 				t.Errorf("parseUser(%q) = %+v, want %+v", tc.in, *got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckHostNetwork(t *testing.T) {
+	tcp := adminEndpoint{network: "tcp", host: "localhost", address: "localhost:2019"}
+	unix := adminEndpoint{network: "unix", host: "/run/caddy-admin.sock", address: "unix//run/caddy-admin.sock"}
+	for _, tc := range []struct {
+		name    string
+		network string
+		admin   adminEndpoint
+		allow   bool   // host_network_with_tcp_admin
+		noApp   bool   // before Provision
+		wantErr string // "" means valid
+	}{
+		{
+			name: "host, tcp admin", network: networkHost, admin: tcp,
+			wantErr: `network: "host" is refused while the admin endpoint listens on TCP (localhost:2019): ` +
+				`a function could rewrite Caddy's config through it; set admin off or a unix socket (admin unix//run/caddy-admin.sock), ` +
+				`or set the spawn option host_network_with_tcp_admin`,
+		},
+		{
+			name: "host, abstract unix admin", network: networkHost,
+			admin:   adminEndpoint{network: "unix", host: "@caddy", address: "unix/@caddy"},
+			wantErr: `network: "host" is refused while the admin endpoint listens on an abstract unix socket (unix/@caddy)`,
+		},
+		{
+			name: "host, admin unknown", network: networkHost, admin: adminEndpoint{unknown: errors.New("no cfg")},
+			wantErr: `network: "host" is refused while the admin endpoint listens on an address caddy-spawn could not tell (no cfg), so maybe on TCP`,
+		},
+		{name: "host, tcp admin, allowed", network: networkHost, admin: tcp, allow: true},
+		{name: "host, unix admin", network: networkHost, admin: unix},
+		{name: "host, admin off", network: networkHost, admin: adminEndpoint{disabled: true}},
+		{name: "none, tcp admin", network: networkNone, admin: tcp},
+		{name: "unset, tcp admin", admin: tcp},
+		{name: "host, no app yet", network: networkHost, noApp: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &Handler{Network: tc.network}
+			if !tc.noApp {
+				h.app = &App{admin: tc.admin, HostNetworkWithTCPAdmin: tc.allow}
+			}
+			err := h.checkHostNetwork()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("unexpected error: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.wantErr)):
+				t.Errorf("error %v, want one starting with %q", err, tc.wantErr)
 			}
 		})
 	}

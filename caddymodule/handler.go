@@ -173,8 +173,11 @@ type Handler struct {
 	// loopback services out of reach), or "host", the host's network
 	// namespace, with the host's /etc/hosts and /etc/resolv.conf mounted
 	// read-only. With "host" the program can reach everything the host
-	// can, Caddy's admin endpoint on localhost included: use it only for
-	// trusted images. Default: "none".
+	// can: use it only for trusted images. "host" is refused while Caddy's
+	// admin endpoint listens on TCP (the default, localhost:2019), through
+	// which the program could rewrite Caddy's config: set the admin
+	// endpoint to a unix socket or off, or accept that with the spawn app's
+	// host_network_with_tcp_admin. Default: "none".
 	Network string `json:"network,omitempty"`
 
 	// ReadOnly makes the container's root filesystem read-only, with a
@@ -319,6 +322,7 @@ func (h *Handler) Validate() error {
 		ifSet(h.Network, checkNetwork),
 		ifSet(h.User, checkUser),
 		h.checkUserns(),
+		h.checkHostNetwork(),
 		checkPool(pool),
 		ifSet(h.MaxConcurrent, checkMaxConcurrent),
 		ifSet(h.QueueTimeout, checkQueueTimeout),

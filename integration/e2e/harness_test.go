@@ -206,6 +206,12 @@ func caddyfile(sites string) string { return caddyfileWith(sites, "") }
 
 // caddyfileWith is caddyfile with more lines in the spawn global option.
 func caddyfileWith(sites, spawnExtra string) string {
+	return caddyfileAdmin(adminAddr, sites, spawnExtra)
+}
+
+// caddyfileAdmin is caddyfileWith with the admin endpoint at admin (e.g.
+// "unix//path/admin.sock") instead of this binary's TCP port.
+func caddyfileAdmin(admin, sites, spawnExtra string) string {
 	return fmt.Sprintf(`{
 	admin %s
 	servers {
@@ -223,7 +229,7 @@ func caddyfileWith(sites, spawnExtra string) string {
 }
 
 %s
-`, adminAddr, ctrdRoot, stateDir, runDir, fastPathMode(), spawnExtra, strings.TrimRight(sites, "\n"))
+`, admin, ctrdRoot, stateDir, runDir, fastPathMode(), spawnExtra, strings.TrimRight(sites, "\n"))
 }
 
 // fastPathMode is the spawn app's fast_path for the suite: "on" (it must

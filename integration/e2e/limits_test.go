@@ -24,7 +24,8 @@ import (
 // TestIsolationDefaults checks what a default container may do, and the
 // opt-outs: no privileges, seccomp, the nofile limit, no network but
 // loopback (with `network host` opt-in), a read-only root and a non-root
-// user on request.
+// user on request. The network host route needs host_network_with_tcp_admin
+// with this suite's TCP admin endpoint (TestHostNetworkAdmin tests that).
 func TestIsolationDefaults(t *testing.T) {
 	port := freePort(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -45,7 +46,7 @@ func TestIsolationDefaults(t *testing.T) {
 	}()
 	hostAddr := ln.Addr().String()
 
-	p := startCaddy(t, port, site(port,
+	p := startCaddyConfig(t, port, caddyfileWith(site(port,
 		testfnRoute("/security", "security", "security", "pool 0"),
 		testfnRoute("/rlimit", "rlimit", "rlimit", "pool 0"),
 		testfnRoute("/rlimit4096", "rlimit4096", "rlimit", "pool 0", "nofile 4096"),
@@ -60,7 +61,7 @@ func TestIsolationDefaults(t *testing.T) {
 		testfnRoute("/write-ro", "write-ro", "write /probe /tmp/probe", "pool 0", "read_only"),
 		testfnRoute("/connect", "connect", "connect "+hostAddr, "pool 0"),
 		testfnRoute("/connect-host", "connect-host", "connect "+hostAddr, "pool 0", "network host"),
-	))
+	), "host_network_with_tcp_admin"))
 
 	okBody := func(t *testing.T, path string) string {
 		t.Helper()
