@@ -364,7 +364,11 @@ func TestLabels(t *testing.T) {
 	if err != nil {
 		t.Fatalf("labels of %s: %v", inst.ID, err)
 	}
-	info, err := env.client.SnapshotService(snapshotter).Stat(ctx, inst.ID+"-rootfs")
+	cinfo, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := env.client.SnapshotService(snapshotter).Stat(ctx, cinfo.SnapshotKey)
 	if err != nil {
 		t.Fatalf("snapshot of %s: %v", inst.ID, err)
 	}

@@ -185,3 +185,72 @@ func (p *caddyProc) noRemainsOf(ids []string) (bool, string) {
 	}
 	return len(left) == 0, fmt.Sprintf("left of the old containers: %v", left)
 }
+
+// TestFastPathSharedSnapshot checks that on the fast path a route's
+// containers share one writable snapshot (each still gets a writable
+// layer of its own: TestPoolSingleUse's marker), held by one lease, and
+// that a reload which replaces the route lets go of both.
+func TestFastPathSharedSnapshot(t *testing.T) {
+	port := freePort(t)
+	route := func(args string) string { return testfnRoute("/shared", "shared", args, "pool 3") }
+	p := startCaddy(t, port, site(port, route("marker")))
+	p.waitPoolFull(t, "shared", 3)
+	shared := func() (string, []string) {
+		t.Helper()
+		cs, snaps, err := p.containerStates()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := map[string]bool{}
+		for _, c := range cs {
+			keys[c.Snapshot] = true
+		}
+		if len(cs) != 3 || len(keys) != 1 {
+			t.Fatalf("containers %+v: want 3 on one snapshot", cs)
+		}
+		var key string
+		for k := range keys {
+			key = k
+		}
+		if !isShared(key) || !slices.Contains(snaps, key) || len(snaps) != 1 {
+			t.Fatalf("snapshot %q of the pool, managed snapshots %v: want exactly the one shared snapshot", key, snaps)
+		}
+		ls, err := p.managedLeases()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key, ls
+	}
+	first, ls := shared()
+	if !slices.Equal(ls, []string{first}) {
+		t.Errorf("managed leases %v, want only the shared snapshot's %s", ls, first)
+	}
+	for i := range 5 {
+		if _, body := p.get(t, "/shared"); !strings.Contains(string(body), "seen-marker=false") {
+			t.Fatalf("request %d saw another container's marker: %q", i, body)
+		}
+	}
+
+	// A new route (other args): the old pool and its snapshot go.
+	req, err := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/load", strings.NewReader(caddyfile(site(port, route("id")))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	if resp, body := p.do(t, req); resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /load: %d %s", resp.StatusCode, body)
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		cs, snaps, err := p.containerStates()
+		if err != nil {
+			return false, err.Error()
+		}
+		ls, err := p.managedLeases()
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(cs) == 3 && len(snaps) == 1 && snaps[0] != first && len(ls) == 1 && ls[0] == snaps[0],
+			fmt.Sprintf("after the reload: containers %d, snapshots %v, leases %v; want 3, one new shared snapshot (not %s) and its lease", len(cs), snaps, ls, first)
+	})
+	shared()
+}
