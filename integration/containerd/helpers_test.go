@@ -95,9 +95,6 @@ func create(t *testing.T, s *spawner.Spawner, fn *spawner.Function) *spawner.Ins
 	t.Cleanup(func() {
 		inst.Destroy(context.Background())
 		assertGone(t, inst.ID)
-		// As a route does when it goes: the function's shared snapshot
-		// (fast path) with it. Forgetting it again is a no-op.
-		s.Forget(context.Background(), fn)
 	})
 	// Tests freeze some instances: only once the init waits for its frame,
 	// as the pool does — freezing runc's exec of the init can wedge the
