@@ -172,13 +172,12 @@ func (r *route) release(sp *spawner.Spawner, inst *spawner.Instance) {
 // Destruct drains the pool when the last config using the route is gone.
 func (r *route) Destruct() error {
 	r.mu.Lock()
-	pool, sp, fn := r.pool, r.sp, r.fn
+	pool := r.pool
 	r.mu.Unlock()
 	if pool != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		pool.Close(ctx)
-		sp.Forget(ctx, fn)
 	}
 	spawnMetrics.poolIdle.DeleteLabelValues(r.name)
 	return nil

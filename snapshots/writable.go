@@ -9,7 +9,6 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/containerd/containerd/v2/core/leases"
 	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -108,63 +107,4 @@ func RemoveOrphanWritable(ctx context.Context, c *client.Client, ns, snapshotter
 		n++
 	}
 	return n, nil
-}
-
-// A shared writable snapshot is the root filesystem of every container of
-// one function on the fast path. There the task server puts each
-// container's writable layer (the overlay's upper and work directories) on
-// a tmpfs of its own, so the snapshot's own upper directory is never
-// written: one snapshot prepared once per function serves all its
-// containers, and a request pays for no snapshot Prepare and Remove (two
-// metadata commits and a snapshotter transaction each, and the GC walk
-// after). It is named "<prefix>-shared", labelled like the function's
-// containers, and held by a lease of the same name while the function is
-// in use (the containers that name it hold it too); RemoveShared lets go.
-// The lease has no expiry: a live route must not lose it under it, and
-// the start-up sweep removes the leases and snapshots of stale owners.
-
-// sharedSuffix ends the key of every shared writable snapshot.
-const sharedSuffix = "-shared"
-
-// SharedKey is the key of a shared writable snapshot named by prefix.
-func SharedKey(prefix string) string { return prefix + sharedSuffix }
-
-// IsShared reports whether a container's snapshot key is a shared one:
-// removing such a container must not remove its snapshot.
-func IsShared(key string) bool { return strings.HasSuffix(key, sharedSuffix) }
-
-// PrepareShared prepares the shared writable snapshot key of img in
-// snapshotter of namespace ns, with its lease; opts add to the snapshot's
-// labels (e.g. a user namespace's mapping).
-func PrepareShared(ctx context.Context, c *client.Client, ns, snapshotter, key string, img client.Image, labels map[string]string, opts ...ctrsnapshots.Opt) error {
-	ctx = namespaces.WithNamespace(ctx, ns)
-	ls := c.LeasesService()
-	l, err := ls.Create(ctx, leases.WithID(key), leases.WithLabels(labels), withLeaseLabels())
-	if err != nil {
-		return fmt.Errorf("creating lease %s: %w", key, err)
-	}
-	// The same preparation as a container's own snapshot (the image's
-	// chain as parent, a copy remapped for a user namespace where the
-	// snapshotter can't id-map), on a record that is thrown away.
-	opts = append([]ctrsnapshots.Opt{ctrsnapshots.WithLabels(labels)}, opts...)
-	ctr := containers.Container{Snapshotter: snapshotter}
-	if err := client.WithNewSnapshot(key, img, opts...)(leases.WithLease(ctx, l.ID), c, &ctr); err != nil {
-		_ = ls.Delete(context.WithoutCancel(ctx), l)
-		return fmt.Errorf("preparing snapshot %s: %w", key, err)
-	}
-	return nil
-}
-
-// RemoveShared removes the shared writable snapshot key and its lease. The
-// containers still running on it keep their mounts (their writable layers
-// are their own); none can be made on it afterwards.
-func RemoveShared(ctx context.Context, c *client.Client, ns, snapshotter, key string) error {
-	ctx = namespaces.WithNamespace(ctx, ns)
-	if err := c.LeasesService().Delete(ctx, leases.Lease{ID: key}); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("removing lease %s: %w", key, err)
-	}
-	if err := c.SnapshotService(snapshotter).Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("removing snapshot %s: %w", key, err)
-	}
-	return nil
 }

@@ -40,11 +40,6 @@ const (
 	DiskBytesPerInode = 16 << 10
 	// AnnotationDisk carries DiskBytes in the spec, for the task server.
 	AnnotationDisk = "dev.caddy-spawn/disk"
-	// AnnotationSharedRootfs, "true", tells the task server the rootfs
-	// snapshot is shared by the function's containers (see
-	// snapshots.PrepareShared): it must give each a writable layer of its
-	// own, or refuse.
-	AnnotationSharedRootfs = "dev.caddy-spawn/shared-rootfs"
 	// TmpfsBytes is the size of the tmpfs at /tmp of a read-only container.
 	// Its pages count against the memory limit too.
 	TmpfsBytes = 64 << 20

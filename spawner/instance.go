@@ -49,7 +49,6 @@ type Instance struct {
 	s         *Spawner
 	fn        *Function
 	container client.Container
-	snapshot  string // the rootfs snapshot key: its own, or its function's shared one
 	task      client.Task
 	dio       *cio.DirectIO
 	created   time.Time
@@ -136,22 +135,10 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	if tmpl != nil {
 		img, spec = tmpl.image(img), tmpl.withSpec(cgroup)
 	}
-	snapshot := snapshots.WritableKey(id)
-	rootfs := snapshots.WithWritable(s.cfg.Snapshotter, id, img, labels, fn.snapshotOpts()...)
-	if s.sharesRootfs() {
-		key, err := s.sharedSnapshot(ctx, fn, img)
-		if err != nil {
-			if errdefs.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
-				err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-			}
-			return nil, errSharedSnapshot(fn, err)
-		}
-		rootfs, snapshot = s.withSharedSnapshot(key), key
-	}
 	t0 := time.Now()
 	c, err := s.cfg.Client.NewContainer(ctx, id,
 		client.WithImage(fn.Image.Image),
-		rootfs,
+		snapshots.WithWritable(s.cfg.Snapshotter, id, img, labels, fn.snapshotOpts()...),
 		s.withRuntime(),
 		spec,
 		client.WithContainerLabels(labels),
@@ -171,7 +158,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		return nil, fmt.Errorf("creating container %s: %w", id, err)
 	}
 	inst := &Instance{
-		ID: id, s: s, fn: fn, container: c, snapshot: snapshot, created: time.Now(),
+		ID: id, s: s, fn: fn, container: c, created: time.Now(),
 		cgroup: cgroupsPath(s.cfg.Namespace, id), exited: make(chan struct{}),
 		token: randHex(32), done: make(chan struct{}), ready: make(chan struct{}),
 	}
@@ -530,7 +517,7 @@ func (i *Instance) Destroy(ctx context.Context) {
 			i.dio.Cancel()
 			_ = i.dio.Close()
 		}
-		if err := i.container.Delete(ctx, deleteOpts(i.snapshot)...); err != nil && !errdefs.IsNotFound(err) {
+		if err := i.container.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			// Left for the janitor, which retries once containerd answers.
 			i.s.log.Warn("deleting container; will retry", zap.String("container", i.ID), zap.Error(err))
 			i.s.kickReap()

@@ -103,11 +103,7 @@ func removeContainer(ctx context.Context, ctr client.Container) error {
 			return fmt.Errorf("deleting task of %s: %w", ctr.ID(), err)
 		}
 	}
-	info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata)
-	if err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("reading container %s: %w", ctr.ID(), err)
-	}
-	if err := ctr.Delete(ctx, deleteOpts(info.SnapshotKey)...); err != nil && !errdefs.IsNotFound(err) {
+	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("deleting container %s: %w", ctr.ID(), err)
 	}
 	return nil

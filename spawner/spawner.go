@@ -28,7 +28,6 @@ type Spawner struct {
 
 	sandboxReady atomic.Bool // our sandbox record exists (fast path)
 	tmpl         templates
-	shared       sharedSnapshots
 	slots        slots
 
 	reapKick    chan struct{}
@@ -66,7 +65,6 @@ func (s *Spawner) Close(ctx context.Context) {
 	}
 	wg.Wait()
 	s.Drain(ctx)
-	s.removeSharedAll(ctx)
 }
 
 // begin registers a creation in flight; false after Close.

@@ -98,7 +98,6 @@ func (s *Spawner) routeOpts(f *Function, hostname, cgroup string) []oci.SpecOpts
 		// The writable layer's bound, applied by the fast path's task
 		// server (a size-capped tmpfs under the overlay).
 		oci.WithAnnotations(map[string]string{AnnotationDisk: strconv.FormatInt(disk, 10)}),
-		oci.WithAnnotations(s.sharedRootfsAnnotation()),
 		oci.WithMounts([]specs.Mount{{
 			Destination: InitPath,
 			Type:        "bind",

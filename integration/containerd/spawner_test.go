@@ -364,11 +364,7 @@ func TestLabels(t *testing.T) {
 	if err != nil {
 		t.Fatalf("labels of %s: %v", inst.ID, err)
 	}
-	cinfo, err := c.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := env.client.SnapshotService(snapshotter).Stat(ctx, cinfo.SnapshotKey)
+	info, err := env.client.SnapshotService(snapshotter).Stat(ctx, inst.ID+"-rootfs")
 	if err != nil {
 		t.Fatalf("snapshot of %s: %v", inst.ID, err)
 	}

@@ -543,8 +543,6 @@ func TestCleanup(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		// On the fast path each route's shared snapshot has its lease.
-		ls = slices.DeleteFunc(ls, isShared)
 		return len(ls) == 0, fmt.Sprintf("managed leases %v", ls)
 	})
 	pid, ok := p.daemonPID()

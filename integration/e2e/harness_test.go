@@ -398,9 +398,6 @@ func (p *caddyProc) containerd() (*client.Client, error) {
 type ctrState struct {
 	ID    string
 	Route string // its route label
-	// Snapshot is its rootfs snapshot's key: "<ID>-rootfs", its own, or
-	// on the fast path its function's shared one ("…-shared").
-	Snapshot string
 	// Cmdline is the command line of what the container runs: "" when it
 	// has no task or its process is gone; our init's while a pooled
 	// container waits for a request; the function's program once a request
@@ -466,8 +463,8 @@ func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 	var out []ctrState
 	for _, ctr := range cs {
 		st := ctrState{ID: ctr.ID()}
-		if info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata); err == nil {
-			st.Route, st.Snapshot = info.Labels[labelRoute], info.SnapshotKey
+		if labels, err := ctr.Labels(ctx); err == nil {
+			st.Route = labels[labelRoute]
 		}
 		if task, err := ctr.Task(ctx, nil); err == nil {
 			st.Cmdline = programOf(int(task.Pid()))
@@ -550,9 +547,8 @@ func (p *caddyProc) waitGone(t *testing.T, id string) {
 
 // waitOnlyPooled waits until every container a request used is removed:
 // what may remain are pooled containers whose init still waits for a
-// request, and their snapshots (on the fast path, one shared by each
-// route's containers). Containers are removed asynchronously, after their
-// response.
+// request, and their snapshots. Containers are removed asynchronously,
+// after their response.
 func (p *caddyProc) waitOnlyPooled(t *testing.T) {
 	t.Helper()
 	eventually(t, goneTimeout, func() (bool, string) {
@@ -563,13 +559,13 @@ func (p *caddyProc) waitOnlyPooled(t *testing.T) {
 		var bad []string
 		own := map[string]bool{}
 		for _, c := range cs {
-			own[c.Snapshot] = true
+			own[c.ID+"-rootfs"] = true
 			if c.claimed() {
 				bad = append(bad, fmt.Sprintf("container %s (route %s, process %q)", c.ID, c.Route, c.Cmdline))
 			}
 		}
 		for _, s := range snaps {
-			if !own[s] && !isShared(s) {
+			if !own[s] {
 				bad = append(bad, "snapshot "+s+" of no container")
 			}
 		}
@@ -753,8 +749,3 @@ func argAfter(args []string, flag string) string {
 	}
 	return ""
 }
-
-// isShared reports whether a snapshot key is a function's shared writable
-// snapshot (fast path), which lives as long as its route, not as one
-// container.
-func isShared(key string) bool { return strings.HasSuffix(key, "-shared") }

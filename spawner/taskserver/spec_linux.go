@@ -21,11 +21,6 @@ const annotationSeccompBPF = "run.oci.seccomp_bpf_data"
 // annotationDisk bounds the writable layer (bytes), as spawner sets it.
 const annotationDisk = "dev.caddy-spawn/disk"
 
-// annotationSharedRootfs, "true", says the rootfs snapshot is shared by
-// many containers (as spawner sets it): the container must get a writable
-// layer of its own, or it is not made.
-const annotationSharedRootfs = "dev.caddy-spawn/shared-rootfs"
-
 // crunSpecVersion is the runtime-spec version written for crun: releases
 // before 1.9 refuse newer versions, and nothing we use is newer.
 const crunSpecVersion = "1.0.2"
@@ -72,7 +67,6 @@ func (s *Server) prepareSpec(t *task, bundle string) (key [32]byte, cached, ok b
 		t.cgroup = spec.Linux.CgroupsPath
 	}
 	t.hooks = spec.Hooks != nil
-	t.sharedRootfs = spec.Annotations[annotationSharedRootfs] == "true"
 	if v, ok := spec.Annotations[annotationDisk]; ok {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
 			t.disk = n

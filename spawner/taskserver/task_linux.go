@@ -32,7 +32,6 @@ type task struct {
 	hooks                 bool   // the spec has OCI hooks: crun runs start and delete
 	disk                  int64  // bound of the writable layer; 0: none
 	layer                 string // the size-capped tmpfs holding the writable layer
-	sharedRootfs          bool   // the rootfs snapshot is shared: layer is a must
 	pid                   int
 	created               time.Time
 
@@ -116,9 +115,6 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 		return nil, fmt.Errorf("preparing spec of %s: %w", r.ID, err)
 	}
 	t1 := time.Now()
-	if len(r.Rootfs) == 0 && t.sharedRootfs {
-		return nil, fmt.Errorf("rootfs of %s: a shared snapshot needs its mounts", r.ID)
-	}
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
@@ -129,10 +125,6 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 		mounts, err := s.boundedLayer(t, mount.FromProto(r.Rootfs))
 		if err != nil {
 			return nil, fmt.Errorf("bounding the writable layer of %s: %w", r.ID, err)
-		}
-		if t.sharedRootfs && t.layer == "" {
-			// Its upper directory would be every container's.
-			return nil, fmt.Errorf("rootfs of %s: a shared snapshot needs a writable layer of its own (an overlay with upper and work directories, and a disk bound)", r.ID)
 		}
 		for i := range mounts {
 			if mounts[i], err = s.idmapLowers(mounts[i]); err != nil {
