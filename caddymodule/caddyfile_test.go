@@ -764,7 +764,7 @@ func TestHandlerUnmarshalCaddyfileErrors(t *testing.T) {
 			input: `spawn hello {
 				userns 1000
 			}`,
-			wantErr:  "userns_host_id: userns host ID 1000 out of range",
+			wantErr:  "userns_host_id: host ID 1000 out of range",
 			wantLine: 2,
 		},
 		{

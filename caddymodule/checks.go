@@ -185,6 +185,9 @@ func (h *Handler) checkUserns() error {
 	if h.Network == networkHost {
 		return errors.New("userns: can't be combined with network host (the host's network namespace is not the container's user namespace's to configure)")
 	}
+	if u, err := parseUser(h.User); h.User != "" && err == nil && (u.UID >= spawner.UsernsSize || u.GID >= spawner.UsernsSize) {
+		return fmt.Errorf("user: %s is not mapped in the user namespace of userns (IDs 0 to %d)", h.User, spawner.UsernsSize-1)
+	}
 	return ifSet(h.UsernsHostID, checkUsernsHostID)
 }
 

@@ -206,7 +206,7 @@ type Handler struct {
 	Userns bool `json:"userns,omitempty"`
 
 	// UsernsHostID is the first host ID of the Userns range, from 65536 to
-	// 4294901758. Default: 1879048192 (0x70000000), far above host users
+	// 4294901759. Default: 1879048192 (0x70000000), far above host users
 	// and the subordinate ranges useradd hands out from 100000.
 	UsernsHostID int64 `json:"userns_host_id,omitempty"`
 

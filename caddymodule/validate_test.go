@@ -55,6 +55,7 @@ func TestHandlerValidate(t *testing.T) {
 		{name: "network none", modify: func(h *Handler) { h.Network = "none" }},
 		{name: "network host", modify: func(h *Handler) { h.Network = "host" }},
 		{name: "userns", modify: func(h *Handler) { h.Userns = true }},
+		{name: "userns with a mapped user", modify: func(h *Handler) { h.Userns, h.User = true, "65535:65535" }},
 		{name: "userns with its host ID", modify: func(h *Handler) { h.Userns, h.UsernsHostID = true, 65536 }},
 		{name: "userns with the last host ID", modify: func(h *Handler) { h.Userns, h.UsernsHostID = true, 4294901759 }},
 		{name: "read_only", modify: func(h *Handler) { h.ReadOnly = true }},
@@ -244,6 +245,16 @@ func TestHandlerValidate(t *testing.T) {
 			wantErr: "userns: can't be combined with network host",
 		},
 		{
+			name:    "userns with a user it doesn't map",
+			modify:  func(h *Handler) { h.Userns, h.User = true, "70000" },
+			wantErr: "user: 70000 is not mapped in the user namespace of userns (IDs 0 to 65535)",
+		},
+		{
+			name:    "userns with a group it doesn't map",
+			modify:  func(h *Handler) { h.Userns, h.User = true, "1000:65536" },
+			wantErr: "user: 1000:65536 is not mapped",
+		},
+		{
 			name:    "userns_host_id without userns",
 			modify:  func(h *Handler) { h.UsernsHostID = 2_000_000_000 },
 			wantErr: "userns_host_id: has no use without userns",
@@ -251,12 +262,12 @@ func TestHandlerValidate(t *testing.T) {
 		{
 			name:    "userns_host_id on the host's own IDs",
 			modify:  func(h *Handler) { h.Userns, h.UsernsHostID = true, 1000 },
-			wantErr: "userns_host_id: userns host ID 1000 out of range: must be from 65536 to 4294901759",
+			wantErr: "userns_host_id: host ID 1000 out of range: must be from 65536 to 4294901759",
 		},
 		{
 			name:    "userns_host_id past the last range",
 			modify:  func(h *Handler) { h.Userns, h.UsernsHostID = true, 4294901760 },
-			wantErr: "userns_host_id: userns host ID 4294901760 out of range",
+			wantErr: "userns_host_id: host ID 4294901760 out of range",
 		},
 		{
 			name:    "bad network",

@@ -31,7 +31,7 @@ func WritableKey(id string) string { return id + writableSuffix }
 // WithWritable gives a new container (id) its own writable snapshot of img
 // in snapshotter, labelled with labels. It is a client.NewContainer option:
 // the container's record keeps the snapshot alive from then on. opts add
-// to the snapshot's (e.g. client.WithRemapperLabels for a user namespace).
+// to the snapshot's (e.g. a user namespace's remap labels).
 func WithWritable(snapshotter, id string, img client.Image, labels map[string]string, opts ...ctrsnapshots.Opt) client.NewContainerOpts {
 	return func(ctx context.Context, c *client.Client, ctr *containers.Container) error {
 		if err := client.WithSnapshotter(snapshotter)(ctx, c, ctr); err != nil {

@@ -145,6 +145,7 @@ func (f *FastPath) Stop(ctx context.Context) {
 	} else {
 		_ = os.RemoveAll(crunRoot)
 		_ = os.Remove(filepath.Join(f.cfg.StateDir, "layers")) // only if empty
+		_ = os.Remove(filepath.Join(f.cfg.StateDir, "idmap"))  // the same
 	}
 	f.logger.Info("fast path: task server stopped")
 }

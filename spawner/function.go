@@ -149,7 +149,7 @@ type Userns struct {
 // it too.
 func CheckUsernsHostID(id int64) error {
 	if id < MinUsernsHostID || id > MaxUsernsHostID {
-		return fmt.Errorf("userns host ID %d out of range: must be from %d to %d, so the %d IDs from it are neither the host's own users nor past 2^32-2",
+		return fmt.Errorf("host ID %d out of range: must be from %d to %d, so the %d IDs from it are neither the host's own users nor past 2^32-2",
 			id, MinUsernsHostID, int64(MaxUsernsHostID), UsernsSize)
 	}
 	return nil

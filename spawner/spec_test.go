@@ -284,7 +284,7 @@ func TestFunctionValidate(t *testing.T) {
 		{name: "cpus under the minimum", fn: Function{Name: "fn", CPUs: 0.001}, wantErr: "cpus 0.001 out of range"},
 		{name: "cpus over the maximum", fn: Function{Name: "fn", CPUs: 2000}, wantErr: "cpus 2000 out of range"},
 		{name: "nofile too large", fn: Function{Name: "fn", Nofile: MaxNofile + 1}, wantErr: "nofile 1048577 over"},
-		{name: "userns range on host IDs", fn: Function{Name: "fn", Userns: &Userns{HostID: 1000}}, wantErr: "userns host ID 1000 out of range"},
+		{name: "userns range on host IDs", fn: Function{Name: "fn", Userns: &Userns{HostID: 1000}}, wantErr: "host ID 1000 out of range"},
 		{name: "userns range past the last ID", fn: Function{Name: "fn", Userns: &Userns{HostID: MaxUsernsHostID + 1}}, wantErr: "out of range"},
 		{name: "userns with host network", fn: Function{Name: "fn", Userns: &Userns{HostID: DefaultUsernsHostID}, HostNetwork: true}, wantErr: "can't be combined with the host's network"},
 	} {

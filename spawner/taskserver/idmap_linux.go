@@ -1,6 +1,7 @@
 package taskserver
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,7 +48,7 @@ func (s *Server) idmapLowers(m mount.Mount) (mount.Mount, error) {
 		return m, nil
 	}
 	if uidmap == "" || gidmap == "" {
-		return m, fmt.Errorf("rootfs has a uid or a gid mapping but not both")
+		return m, errors.New("rootfs has a uid or a gid mapping but not both")
 	}
 	if m.Type != "overlay" {
 		return m, fmt.Errorf("id-mapped %s rootfs: only overlay is supported", m.Type)
@@ -59,9 +60,17 @@ func (s *Server) idmapLowers(m mount.Mount) (mount.Mount, error) {
 		}
 	}
 	if idx < 0 {
-		return m, fmt.Errorf("id-mapped overlay rootfs without lower layers")
+		return m, errors.New("id-mapped overlay rootfs without lower layers")
 	}
-	dir := commonDir(lowers)
+	// The directory holding the layers' directories (for the overlay
+	// snapshotter, its "snapshots"), so every image shares one view per
+	// mapping, single-layer ones too.
+	parents := make([]string, len(lowers))
+	for i, l := range lowers {
+		lowers[i] = filepath.Clean(l)
+		parents[i] = filepath.Dir(lowers[i])
+	}
+	dir := commonDir(parents)
 	if dir == "/" || dir == "" {
 		return m, fmt.Errorf("lower layers %q share no directory", lowers)
 	}
@@ -130,11 +139,11 @@ func (s *Server) idmapView(uidmap, gidmap, dir string) (string, error) {
 		s.idmap.userns[maps], ns = f, f
 	}
 	if err := os.MkdirAll(s.idmapDir(), 0o700); err != nil {
-		return "", err
+		return "", fmt.Errorf("creating the views' directory: %w", err)
 	}
 	target, err := os.MkdirTemp(s.idmapDir(), "view-")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("creating a view's mount point: %w", err)
 	}
 	if err := mount.IDMapMountWithAttrs(dir, target, int(ns.Fd()), unix.MOUNT_ATTR_RDONLY, 0); err != nil {
 		_ = os.Remove(target)
@@ -183,9 +192,20 @@ func (s *Server) newUserns(uidmap, gidmap string) (*os.File, error) {
 		return nil, err
 	}
 	f, openErr := os.Open(fmt.Sprintf("/proc/%d/ns/user", pid))
+	// It can't exit by itself (it is stopped): if it has, someone killed
+	// it, and its PID may be another process's by now.
+	select {
+	case <-exited:
+		if f != nil {
+			f.Close()
+		}
+		return nil, fmt.Errorf("the user namespace's process %d exited before its namespace was taken", pid)
+	default:
+	}
 	_ = unix.Kill(pid, unix.SIGKILL)
-	// A traced child's stop is reported like an exit: wait for the end.
-	for ws := <-exited; ws.Stopped(); ws = <-s.reaper.wait(pid) {
+	select {
+	case <-exited:
+	case <-s.stop: // the reaper stopped with the server
 	}
 	if openErr != nil {
 		return nil, openErr

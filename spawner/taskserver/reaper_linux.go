@@ -67,6 +67,10 @@ func (r *reaper) reapAll() {
 		if pid <= 0 || err != nil {
 			return
 		}
+		if ws.Stopped() || ws.Continued() {
+			// A traced child's stop (see newUserns) is no exit.
+			continue
+		}
 		r.deliver(pid, ws)
 	}
 }

@@ -2,6 +2,7 @@ package taskserver
 
 import (
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,5 +218,40 @@ func TestExitCode(t *testing.T) {
 				t.Errorf("describe = %q, want %q", got, tc.desc)
 			}
 		})
+	}
+}
+
+// TestReaperTracedChildStop checks that a traced child's stop (as the
+// user namespace's process of newUserns has, at its execve) is not taken
+// for its exit: only its death is delivered.
+func TestReaperTracedChildStop(t *testing.T) {
+	r := newReaper()
+	runReaper(t, r)
+	pid, ch, err := r.start(func() (int, error) {
+		p, err := os.StartProcess("/proc/self/exe", []string{"reaper-traced-child"}, &os.ProcAttr{
+			Sys: &syscall.SysProcAttr{Ptrace: true},
+		})
+		if err != nil {
+			return 0, err
+		}
+		pid := p.Pid
+		_ = p.Release()
+		return pid, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stop at its execve arrives as a SIGCHLD; give the reaper time.
+	r.reapAll()
+	select {
+	case ws := <-ch:
+		t.Fatalf("delivered %v (stopped %v) while the child is only stopped", ws, ws.Stopped())
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if ws := receive(t, ch); !ws.Signaled() || ws.Signal() != unix.SIGKILL {
+		t.Errorf("status %v, want killed by SIGKILL", ws)
 	}
 }

@@ -140,7 +140,6 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
-		s.closeIDMaps()
 		s.mu.Lock()
 		srv := s.ttrpc
 		s.mu.Unlock()
@@ -150,6 +149,8 @@ func (s *Server) Close() {
 			_ = srv.Shutdown(ctx)
 			_ = srv.Close()
 		}
+		// After the last create: no view is made after this.
+		s.closeIDMaps()
 	})
 }
 
