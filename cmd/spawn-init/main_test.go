@@ -238,7 +238,12 @@ func TestInitNonblockingStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	pid, err := syscall.ForkExec(initPath, []string{initPath, "/bin/sh", "-c", `echo "$FOO"; cat`}, &syscall.ProcAttr{
+	// The program reads exactly the body, which is in the pipe before it
+	// starts: stdin stays non-blocking for it (the init leaves its flags
+	// alone), so a read of the empty pipe before our Close (cat's
+	// read for EOF, when this test is descheduled between Write and Close)
+	// would fail with EAGAIN.
+	pid, err := syscall.ForkExec(initPath, []string{initPath, "/bin/sh", "-c", `echo "$FOO"; head -c 10`}, &syscall.ProcAttr{
 		Env:   []string{"FOO=base"},
 		Files: []uintptr{uintptr(p[0]), out.Fd(), os.Stderr.Fd()},
 	})
