@@ -56,7 +56,7 @@ integration: tools host images build
 
 ## integration-stock: the containerd suite and the core end-to-end tests again on the stock
 ## path (containerd's runc shim: SPAWN_PATH=stock, fast_path off), so the fallback keeps working.
-STOCK_E2E := TestHello|TestChunkedRoundTrip|TestPoolSingleUse|TestTimeout|TestClientDisconnect|TestNonZeroExit|TestCrashRecovery|TestCleanup|TestManagedContainerdRestart|TestUserns
+STOCK_E2E := TestHello|TestChunkedRoundTrip|TestPoolSingleUse|TestTimeout|TestClientDisconnect|TestNonZeroExit|TestCrashRecovery|TestCleanup|TestManagedContainerdRestart|TestUserns|TestUsageMetering
 integration-stock: tools host images build
 	@[ "$$(id -u)" = 0 ] || { echo "integration tests need root (containers)"; exit 1; }
 	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) SPAWN_PATH=stock SPAWN_FAST_PATH=off \
@@ -64,7 +64,7 @@ integration-stock: tools host images build
 	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) SPAWN_FAST_PATH=off \
 		$(GO) test -count=1 -p 1 -timeout 20m -tags integration -v -run '^($(STOCK_E2E))$$' ./integration/e2e/ 2>&1 | tee -a $(BUILD)/integration-stock.log | grep -E '^(--- |PASS|FAIL|ok|panic)'
 	@! grep -qE -- '^\s*--- SKIP' $(BUILD)/integration-stock.log || { echo "FAIL: real tests were skipped"; exit 1; }
-	@n=$$(grep -cE '^--- PASS: ($(STOCK_E2E)) ' $(BUILD)/integration-stock.log); [ "$$n" = 10 ] || { echo "FAIL: $$n of 10 core e2e tests passed on the stock path"; exit 1; }
+	@n=$$(grep -cE '^--- PASS: ($(STOCK_E2E)) ' $(BUILD)/integration-stock.log); [ "$$n" = 11 ] || { echo "FAIL: $$n of 11 core e2e tests passed on the stock path"; exit 1; }
 
 ## bench: latency and throughput against host CGI and naive per-request containers
 bench: tools host images build

@@ -53,6 +53,7 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		read_only
 //		user          <uid>[:<gid>]
 //		userns        [<host_id>]
+//		report_usage
 //		pool          <n>
 //		max_concurrent <n>
 //		queue_timeout <duration>
@@ -124,6 +125,7 @@ var handlerSubdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) e
 	"network":            func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.Network, checkNetwork) },
 	"read_only":          func(h *Handler, d *caddyfile.Dispenser) error { return flagArg(d, &h.ReadOnly) },
 	"pass_authorization": func(h *Handler, d *caddyfile.Dispenser) error { return flagArg(d, &h.PassAuthorization) },
+	"report_usage":       func(h *Handler, d *caddyfile.Dispenser) error { return flagArg(d, &h.ReportUsage) },
 	"user":               func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.User, checkUser) },
 	"userns":             parseUserns,
 	"pool": func(h *Handler, d *caddyfile.Dispenser) error {

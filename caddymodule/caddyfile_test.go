@@ -275,6 +275,13 @@ func TestHandlerUnmarshalCaddyfile(t *testing.T) {
 			want: Handler{Image: "hello", ReadOnly: true},
 		},
 		{
+			name: "report_usage",
+			input: `spawn hello {
+				report_usage
+			}`,
+			want: Handler{Image: "hello", ReportUsage: true},
+		},
+		{
 			name: "userns",
 			input: `spawn hello {
 				userns

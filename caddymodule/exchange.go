@@ -54,6 +54,7 @@ type exchange struct {
 	stdoutEOF    bool    // all of stdout was read
 	buf          *[]byte // from bufPool
 	head         cgiHead
+	begun        time.Time // when the program was given the request
 }
 
 // cutShort says why a response whose header is out cannot end cleanly: the
@@ -110,6 +111,7 @@ func (ex *exchange) begin() error {
 		_, _ = io.Copy(ex.stderr, p.Stderr())
 		close(ex.stderrDone)
 	}()
+	ex.begun = time.Now()
 	if err := p.Begin(ex.requestEnv()); err != nil {
 		return httpError(ex.causeOf(fmt.Errorf("%w: %w", errStartFailed, err)))
 	}
@@ -207,6 +209,10 @@ func (ex *exchange) writeHeader() {
 	maps.Copy(hdr, ex.head.Header)
 	hdr.Add("Trailer", trailerExitCode)
 	hdr.Add("Trailer", trailerError)
+	if ex.h.ReportUsage {
+		hdr.Add("Trailer", trailerCPUMs)
+		hdr.Add("Trailer", trailerMemoryPeak)
+	}
 	// A client that stops reading must not hold the container and its
 	// max_concurrent slot past the route's timeout: writes fail at the
 	// deadline (HTTP/1 and HTTP/2), and the response is cut short.
@@ -310,6 +316,7 @@ func (ex *exchange) finalize() {
 			zap.String("route", ex.h.Name), zap.String("container", p.ContainerID()), zap.Int64("memory", ex.h.Memory))
 	}
 	spawnMetrics.exits.WithLabelValues(ex.h.Name, exitCodeLabel(code)).Inc()
+	ex.recordUsage()
 	waitBounded(ex.stderrDone, time.Second)
 	ex.logStderr(code)
 }
@@ -389,6 +396,36 @@ func (ex *exchange) recordStart(warm bool, took time.Duration) {
 		extra.Add(zap.String("spawn_start", startType))
 		extra.Add(zap.Duration("spawn_start_duration", took))
 		extra.Add(zap.String("spawn_container", id))
+	}
+}
+
+// recordUsage reports what the container used for the request, from its
+// cgroup: metrics, the {http.spawn.*} placeholders, access-log fields and,
+// with report_usage, the trailers.
+func (ex *exchange) recordUsage() {
+	run := time.Since(ex.begun)
+	u, ok := ex.proc.Usage()
+	if !ok {
+		return
+	}
+	cpuMs := float64(u.CPU) / float64(time.Millisecond)
+	name, ctx := ex.h.Name, ex.r.Context()
+	spawnMetrics.cpuSeconds.WithLabelValues(name).Observe(u.CPU.Seconds())
+	spawnMetrics.memoryPeak.WithLabelValues(name).Observe(float64(u.MemoryPeak))
+	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.spawn.cpu_ms", cpuMs)
+		repl.Set("http.spawn.memory_peak_bytes", u.MemoryPeak)
+		repl.Set("http.spawn.run_ms", float64(run)/float64(time.Millisecond))
+	}
+	if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.Float64("spawn_cpu_ms", cpuMs))
+		extra.Add(zap.Int64("spawn_memory_peak_bytes", u.MemoryPeak))
+		extra.Add(zap.Float64("spawn_run_ms", float64(run)/float64(time.Millisecond)))
+	}
+	if ex.h.ReportUsage {
+		hdr := ex.w.Header()
+		hdr.Set(trailerCPUMs, strconv.FormatFloat(cpuMs, 'f', 1, 64))
+		hdr.Set(trailerMemoryPeak, strconv.FormatInt(u.MemoryPeak, 10))
 	}
 }
 

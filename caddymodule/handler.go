@@ -42,6 +42,11 @@ const (
 	// trailerError is "oom-killed" when the memory limit killed the
 	// program after the status was sent; absent otherwise.
 	trailerError = "Spawn-Error"
+	// trailerCPUMs and trailerMemoryPeak report a request's usage, with
+	// report_usage: CPU milliseconds (user and system) and peak memory
+	// bytes of the container from the request's start.
+	trailerCPUMs      = "Spawn-Cpu-Ms"
+	trailerMemoryPeak = "Spawn-Memory-Peak-Bytes"
 )
 
 // Defaults of the handler's settings, applied by setDefaults. The
@@ -193,6 +198,17 @@ type Handler struct {
 	// authentication need it, e.g. git-http-backend behind basic auth.
 	// Default: false.
 	PassAuthorization bool `json:"pass_authorization,omitempty"`
+
+	// ReportUsage adds what the request's container used to the response
+	// as trailers: Spawn-Cpu-Ms (CPU time, user and system, in
+	// milliseconds) and Spawn-Memory-Peak-Bytes, from the container's
+	// cgroup, counted from the request's start. The same figures are
+	// always in the access log (spawn_cpu_ms, spawn_memory_peak_bytes,
+	// spawn_run_ms), the placeholders {http.spawn.cpu_ms},
+	// {http.spawn.memory_peak_bytes} and {http.spawn.run_ms}, and the
+	// metrics caddy_spawn_cpu_seconds and caddy_spawn_memory_peak_bytes.
+	// Default: false.
+	ReportUsage bool `json:"report_usage,omitempty"`
 
 	// Userns runs the container in a user namespace of its own: its users
 	// and groups 0 to 65535 are host IDs UsernsHostID to

@@ -31,8 +31,9 @@ import (
 // does: stdout and stderr end, stdin stops taking bytes.
 type fakeProcess struct {
 	program  func(p *fakeProcess) uint32
-	oom      bool  // what OOMKilled reports
-	beginErr error // what Begin returns
+	oom      bool           // what OOMKilled reports
+	beginErr error          // what Begin returns
+	usage    *spawner.Usage // what Usage reports; nil: unknown
 
 	stdinR, stdoutR, stderrR *io.PipeReader
 	stdinW, stdoutW, stderrW *io.PipeWriter
@@ -70,6 +71,13 @@ func (p *fakeProcess) Stderr() io.Reader                { return p.stderrR }
 func (p *fakeProcess) Done() <-chan struct{}            { return p.done }
 func (p *fakeProcess) ExitCode() uint32                 { return p.code }
 func (p *fakeProcess) OOMKilled() bool                  { return p.oom }
+
+func (p *fakeProcess) Usage() (spawner.Usage, bool) {
+	if p.usage == nil {
+		return spawner.Usage{}, false
+	}
+	return *p.usage, true
+}
 
 func (p *fakeProcess) Kill(context.Context) {
 	p.killed.Store(true)
@@ -594,6 +602,61 @@ func TestServeHTTPNoContainer(t *testing.T) {
 			}
 			if got := ht.src.released.Load(); got != ht.src.acquired.Load() && tc.acquireErr == nil {
 				t.Errorf("%d containers acquired, %d released", ht.src.acquired.Load(), got)
+			}
+		})
+	}
+}
+
+// TestServeHTTPUsage checks the usage report of a request: trailers with
+// report_usage only, placeholders and access-log fields always, and
+// nothing made up when the cgroup could not be read.
+func TestServeHTTPUsage(t *testing.T) {
+	usage := &spawner.Usage{CPU: 212500 * time.Microsecond, MemoryPeak: 52 << 20}
+	for _, tc := range []struct {
+		name        string
+		report      bool
+		usage       *spawner.Usage
+		wantTrailer map[string]string
+		wantCPU     any // the {http.spawn.cpu_ms} placeholder
+	}{
+		{
+			name: "report_usage", report: true, usage: usage,
+			wantTrailer: map[string]string{trailerCPUMs: "212.5", trailerMemoryPeak: "54525952", trailerExitCode: "0"},
+			wantCPU:     212.5,
+		},
+		{
+			name: "not reported", usage: usage,
+			wantTrailer: map[string]string{trailerCPUMs: "", trailerMemoryPeak: ""},
+			wantCPU:     212.5,
+		},
+		{
+			name: "unknown", report: true,
+			wantTrailer: map[string]string{trailerCPUMs: "", trailerMemoryPeak: "", trailerExitCode: "0"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ht := newHandlerTest(t, func(p *fakeProcess) uint32 { p.write("\nok"); return 0 },
+				func(h *Handler) { h.ReportUsage = tc.report })
+			ht.src.proc.usage = tc.usage
+			repl := caddy.NewReplacer()
+			extra := new(caddyhttp.ExtraLogFields)
+			ctx := context.WithValue(context.WithValue(context.Background(), caddy.ReplacerCtxKey, repl), caddyhttp.ExtraLogFieldsCtxKey, extra)
+			rec := httptest.NewRecorder()
+			if panicked, err := ht.serve(rec, httptest.NewRequest(http.MethodGet, "/", nil).WithContext(ctx)); err != nil || panicked != nil {
+				t.Fatalf("ServeHTTP = %v, panic %v", err, panicked)
+			}
+			resp := rec.Result()
+			checkResponse(t, resp, http.StatusOK, "ok", nil, tc.wantTrailer)
+			declared := strings.Join(resp.Header.Values("Trailer"), ",")
+			if got := strings.Contains(declared, trailerCPUMs); got != tc.report {
+				t.Errorf("Trailer %q declares %s: %t, want %t", declared, trailerCPUMs, got, tc.report)
+			}
+			got, _ := repl.Get("http.spawn.cpu_ms")
+			if got != tc.wantCPU {
+				t.Errorf("{http.spawn.cpu_ms} = %v, want %v", got, tc.wantCPU)
+			}
+			if mem, _ := repl.Get("http.spawn.memory_peak_bytes"); tc.usage != nil && mem != int64(52<<20) {
+				t.Errorf("{http.spawn.memory_peak_bytes} = %v, want %d", mem, 52<<20)
 			}
 		})
 	}

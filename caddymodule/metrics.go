@@ -18,6 +18,8 @@ var spawnMetrics = struct {
 	startSeconds   *prometheus.HistogramVec
 	requestSeconds *prometheus.HistogramVec
 	exits          *prometheus.CounterVec
+	cpuSeconds     *prometheus.HistogramVec
+	memoryPeak     *prometheus.HistogramVec
 }{}
 
 func initMetrics(registry *prometheus.Registry) error {
@@ -45,10 +47,20 @@ func initMetrics(registry *prometheus.Registry) error {
 			Namespace: ns, Subsystem: sub, Name: "exits_total",
 			Help: "Function exits by route and exit code (\"killed\" when the container was killed).",
 		}, []string{"route", "code"})
+		spawnMetrics.cpuSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "cpu_seconds",
+			Help:    "CPU time (user and system) a request's container used from the request's start, by route.",
+			Buckets: prometheus.ExponentialBuckets(.001, 2.5, 12),
+		}, []string{"route"})
+		spawnMetrics.memoryPeak = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "memory_peak_bytes",
+			Help:    "Peak memory of a request's container, by route.",
+			Buckets: prometheus.ExponentialBuckets(1<<20, 2, 12),
+		}, []string{"route"})
 	})
 	for _, c := range []prometheus.Collector{
 		spawnMetrics.poolIdle, spawnMetrics.claims, spawnMetrics.startSeconds,
-		spawnMetrics.requestSeconds, spawnMetrics.exits,
+		spawnMetrics.requestSeconds, spawnMetrics.exits, spawnMetrics.cpuSeconds, spawnMetrics.memoryPeak,
 	} {
 		if err := registry.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {

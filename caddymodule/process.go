@@ -25,6 +25,9 @@ type process interface {
 	Done() <-chan struct{}
 	ExitCode() uint32
 	OOMKilled() bool
+	// Usage is what the program used since Begin (false: unknown); read
+	// it before release.
+	Usage() (spawner.Usage, bool)
 	// Kill kills the program now; safe to call at any time, more than once.
 	Kill(ctx context.Context)
 }

@@ -53,7 +53,8 @@ type Instance struct {
 	dio       *cio.DirectIO
 	created   time.Time
 
-	cgroup string // the spec's Linux.CgroupsPath
+	cgroup     string        // the spec's Linux.CgroupsPath
+	cpuAtBegin time.Duration // the cgroup's CPU time at Begin (see Usage)
 
 	// stateMu serializes freezing, thawing and killing: a SIGKILL sent
 	// while the cgroup is FREEZING can leave it stuck there, and with it
@@ -384,6 +385,7 @@ func (i *Instance) Begin(env []string) error {
 	if err != nil {
 		return fmt.Errorf("encoding request frame for %s: %w", i.ID, err)
 	}
+	i.markUsageStart()
 	if _, err := i.dio.Stdin.Write(frame); err != nil {
 		return fmt.Errorf("writing request frame to %s: %w", i.ID, err)
 	}

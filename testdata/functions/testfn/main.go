@@ -105,6 +105,8 @@ func main() {
 		fmt.Print("ok\n")
 	case "alloc":
 		alloc(intArg(mode, args))
+	case "burn":
+		burn(args)
 	case "forkbomb":
 		forkbomb()
 	case "id":
@@ -355,4 +357,36 @@ func usernsReport() {
 	fmt.Printf("uid_map=%s\ngid_map=%s\nuid=%d gid=%d\nimage_file=%s\nwrite=%s written_file=%s\n",
 		strings.Join(strings.Fields(string(uidMap)), " "), strings.Join(strings.Fields(string(gidMap)), " "),
 		os.Getuid(), os.Getgid(), owner(exe), written, owner("/userns-written"))
+}
+
+// burn allocates (and touches) args[1] MiB, then spins until the process
+// has used args[0] ms of CPU time (user and system), and says how much.
+func burn(args []string) {
+	if len(args) != 2 {
+		fail("burn: want <cpu-ms> <MiB>")
+	}
+	ms, err1 := strconv.Atoi(args[0])
+	mib, err2 := strconv.Atoi(args[1])
+	if err1 != nil || err2 != nil {
+		fail("burn: want <cpu-ms> <MiB>")
+	}
+	mem := make([][]byte, mib)
+	for i := range mem {
+		mem[i] = make([]byte, 1<<20)
+		for j := 0; j < len(mem[i]); j += 4096 {
+			mem[i][j] = 1
+		}
+	}
+	used := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	for used() < time.Duration(ms)*time.Millisecond {
+		for range 100000 {
+			mem[0][1]++
+		}
+	}
+	header("text/plain")
+	fmt.Printf("burned %d ms with %d MiB\n", used().Milliseconds(), len(mem))
 }
