@@ -147,16 +147,24 @@ func TestReaperRunReapsOnSIGCHLD(t *testing.T) {
 	}
 }
 
+// Fake PIDs above the kernel's largest pid_max (2^22): no process has them,
+// so wait trusts a kept exit of theirs (a real PID may be a live process's).
+const (
+	fakePID     = 1 << 30
+	fakePIDTwo  = fakePID + 1
+	fakePIDKept = fakePID + 2
+)
+
 func TestReaperDeliverDoesNotBlock(t *testing.T) {
 	r := newReaper()
-	ch := r.wait(4242)
+	ch := r.wait(fakePID)
 	done := make(chan struct{})
 	go func() {
 		// Nobody receives yet: the waiter's buffer must take it.
-		r.deliver(4242, unix.WaitStatus(5<<8))
+		r.deliver(fakePID, unix.WaitStatus(5<<8))
 		// A second exit of the same pid (a reused pid) is not sent to
 		// the channel already used; it is kept unclaimed.
-		r.deliver(4242, unix.WaitStatus(6<<8))
+		r.deliver(fakePID, unix.WaitStatus(6<<8))
 		close(done)
 	}()
 	select {
@@ -167,7 +175,7 @@ func TestReaperDeliverDoesNotBlock(t *testing.T) {
 	if got := exitCode(<-ch); got != 5 {
 		t.Errorf("first exit = %d, want 5", got)
 	}
-	if got := exitCode(<-r.wait(4242)); got != 6 {
+	if got := exitCode(<-r.wait(fakePID)); got != 6 {
 		t.Errorf("second exit = %d, want 6", got)
 	}
 }
@@ -175,20 +183,20 @@ func TestReaperDeliverDoesNotBlock(t *testing.T) {
 func TestReaperExpire(t *testing.T) {
 	r := newReaper()
 	now := time.Now()
-	r.unclaimed[100] = exitRecord{status: unix.WaitStatus(1 << 8), at: now.Add(-unclaimedTTL - time.Second)}
-	r.unclaimed[200] = exitRecord{status: unix.WaitStatus(2 << 8), at: now}
+	r.unclaimed[fakePIDTwo] = exitRecord{status: unix.WaitStatus(1 << 8), at: now.Add(-unclaimedTTL - time.Second)}
+	r.unclaimed[fakePIDKept] = exitRecord{status: unix.WaitStatus(2 << 8), at: now}
 	r.expire()
-	if _, ok := r.unclaimed[100]; ok {
+	if _, ok := r.unclaimed[fakePIDTwo]; ok {
 		t.Error("an exit older than unclaimedTTL was kept")
 	}
-	if _, ok := r.unclaimed[200]; !ok {
+	if _, ok := r.unclaimed[fakePIDKept]; !ok {
 		t.Error("a fresh exit was dropped")
 	}
 	// The dropped exit is gone for good: a waiter now waits.
-	if ch := r.wait(100); len(ch) != 0 {
+	if ch := r.wait(fakePIDTwo); len(ch) != 0 {
 		t.Error("wait for an expired pid returned a status")
 	}
-	if got := exitCode(<-r.wait(200)); got != 2 {
+	if got := exitCode(<-r.wait(fakePIDKept)); got != 2 {
 		t.Errorf("kept exit = %d, want 2", got)
 	}
 }
