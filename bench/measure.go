@@ -160,21 +160,13 @@ func (b *bench) runWarm(ctx context.Context) error {
 // container is removed first (its teardown runs after the response).
 func (b *bench) runCold(ctx context.Context) error {
 	progress("%s cold: %d+%d requests, each after the previous container was removed", b.cur.name, b.cfg.warmup, b.cfg.requests)
-	ss, err := b.series(ctx, b.cur.name+" cold", b.caddy.base+"/cold", func() error {
-		return b.quiesce(ctx, "cold", 0, 30*time.Second)
-	})
+	st, err := b.pacedSeries(ctx, "cold", 0, "cold")
 	if err != nil {
 		return err
 	}
 	r := &b.cur.res
-	st := latencies(ss)
 	r.ColdP50, r.ColdP90, r.ColdP99 = st.p50, st.p90, st.p99
 	r.cold = st
-	for _, s := range ss {
-		if s.err == nil && s.startType != "cold" {
-			b.noteErr(b.cur.name+" cold", fmt.Errorf("X-Spawn-Start %q, want cold", s.startType))
-		}
-	}
 	return nil
 }
 
@@ -191,21 +183,32 @@ func (b *bench) runUserns(ctx context.Context) error {
 		{"cold-userns", "cold", 0, &r.UsernsColdP50, &r.UsernsColdP90},
 	} {
 		progress("%s %s: %d+%d requests, each after the pool refilled and the previous container was removed", b.cur.name, m.route, b.cfg.warmup, b.cfg.requests)
-		ss, err := b.series(ctx, b.cur.name+" "+m.route, b.caddy.base+"/"+m.route, func() error {
-			return b.quiesce(ctx, m.route, m.pool, 30*time.Second)
-		})
+		st, err := b.pacedSeries(ctx, m.route, m.pool, m.start)
 		if err != nil {
 			return err
 		}
-		st := latencies(ss)
 		*m.p50, *m.p90 = st.p50, st.p90
-		for _, s := range ss {
-			if s.err == nil && s.startType != m.start {
-				b.noteErr(b.cur.name+" "+m.route, fmt.Errorf("X-Spawn-Start %q, want %s", s.startType, m.start))
-			}
-		}
 	}
 	return nil
+}
+
+// pacedSeries sends the series to route, each request once the route holds
+// exactly pool containers again (the previous one removed, the pool
+// refilled), and notes every answer whose X-Spawn-Start is not start.
+func (b *bench) pacedSeries(ctx context.Context, route string, pool int, start string) (stats, error) {
+	mode := b.cur.name + " " + route
+	ss, err := b.series(ctx, mode, b.caddy.base+"/"+route, func() error {
+		return b.quiesce(ctx, route, pool, 30*time.Second)
+	})
+	if err != nil {
+		return stats{}, err
+	}
+	for _, s := range ss {
+		if s.err == nil && s.startType != start {
+			b.noteErr(mode, fmt.Errorf("X-Spawn-Start %q, want %s", s.startType, start))
+		}
+	}
+	return latencies(ss), nil
 }
 
 // runSustained: fresh containers per second through Caddy at each

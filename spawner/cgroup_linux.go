@@ -38,7 +38,7 @@ func oomKilled(cgroup string) bool {
 // only with swap accounting, where runc otherwise fails to create the
 // container.
 var swapLimitSupported = sync.OnceValue(func() bool {
-	if _, err := os.Stat(cgroupRoot + "/cgroup.controllers"); err == nil {
+	if isCgroup2() {
 		return true
 	}
 	_, err := os.Stat(cgroupRoot + "/memory/memory.memsw.limit_in_bytes")

@@ -341,6 +341,16 @@ func (p *caddyProc) hostPort() string { return "127.0.0.1:" + strconv.Itoa(p.por
 // url returns the URL of path on this Caddy's site.
 func (p *caddyProc) url(path string) string { return "http://" + p.hostPort() + path }
 
+// okBody sends GET path and returns its body, failing t unless it is 200.
+func (p *caddyProc) okBody(t *testing.T, path string) string {
+	t.Helper()
+	resp, body := p.get(t, path)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: status %d, want 200; body %q", path, resp.StatusCode, body)
+	}
+	return string(body)
+}
+
 // get sends GET path and returns the response with its whole body.
 func (p *caddyProc) get(t *testing.T, path string) (*http.Response, []byte) {
 	t.Helper()

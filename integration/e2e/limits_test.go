@@ -21,6 +21,22 @@ import (
 	"time"
 )
 
+// checkUnprivileged checks testfn's "security" report (its
+// /proc/self/status lines): root inside, no_new_privileges, seccomp
+// filtering, and no capability in any set.
+func checkUnprivileged(t *testing.T, status string) {
+	t.Helper()
+	for _, want := range []string{
+		"Uid: 0 0 0 0", "NoNewPrivs: 1", "Seccomp: 2",
+		"CapPrm: 0000000000000000", "CapEff: 0000000000000000",
+		"CapBnd: 0000000000000000", "CapAmb: 0000000000000000",
+	} {
+		if !strings.Contains(status, want+"\n") {
+			t.Errorf("status lacks %q:\n%s", want, status)
+		}
+	}
+}
+
 // TestIsolationDefaults checks what a default container may do, and the
 // opt-outs: no privileges, seccomp, the nofile limit, no network but
 // loopback (with `network host` opt-in), a read-only root and a non-root
@@ -63,33 +79,15 @@ func TestIsolationDefaults(t *testing.T) {
 		testfnRoute("/connect-host", "connect-host", "connect "+hostAddr, "pool 0", "network host"),
 	), "host_network_with_tcp_admin"))
 
-	okBody := func(t *testing.T, path string) string {
-		t.Helper()
-		resp, body := p.get(t, path)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s: status %d, want 200; body %q", path, resp.StatusCode, body)
-		}
-		return string(body)
-	}
-
 	t.Run("no privileges, seccomp", func(t *testing.T) {
-		body := okBody(t, "/security")
-		for _, want := range []string{
-			"Uid: 0 0 0 0", "NoNewPrivs: 1", "Seccomp: 2",
-			"CapPrm: 0000000000000000", "CapEff: 0000000000000000",
-			"CapBnd: 0000000000000000", "CapAmb: 0000000000000000",
-		} {
-			if !strings.Contains(body, want+"\n") {
-				t.Errorf("status lacks %q:\n%s", want, body)
-			}
-		}
+		checkUnprivileged(t, p.okBody(t, "/security"))
 	})
 
 	t.Run("nofile", func(t *testing.T) {
-		if got := okBody(t, "/rlimit"); got != "nofile=1024/1024\n" {
+		if got := p.okBody(t, "/rlimit"); got != "nofile=1024/1024\n" {
 			t.Errorf("default: %q, want nofile=1024/1024", got)
 		}
-		if got := okBody(t, "/rlimit4096"); got != "nofile=4096/4096\n" {
+		if got := p.okBody(t, "/rlimit4096"); got != "nofile=4096/4096\n" {
 			t.Errorf("nofile 4096: %q, want nofile=4096/4096", got)
 		}
 	})
@@ -98,45 +96,45 @@ func TestIsolationDefaults(t *testing.T) {
 		// fsize: the default disk bound (64 MiB) plus spawner.FsizeMargin.
 		const want = "oom_score_adj=1000 core=0/0 fsize=68157440/68157440\n"
 		for _, path := range []string{"/oom", "/oom-pooled"} {
-			if got := okBody(t, path); got != want {
+			if got := p.okBody(t, path); got != want {
 				t.Errorf("GET %s: %q, want %q", path, got, want)
 			}
 		}
-		if got := okBody(t, "/oom-disk"); got != "oom_score_adj=1000 core=0/0 fsize=17825792/17825792\n" {
+		if got := p.okBody(t, "/oom-disk"); got != "oom_score_adj=1000 core=0/0 fsize=17825792/17825792\n" {
 			t.Errorf("disk 16MiB: %q, want fsize 16 MiB + 1 MiB", got)
 		}
 	})
 
 	t.Run("user", func(t *testing.T) {
-		if got := okBody(t, "/id"); got != "uid=0 gid=0 groups=[0]\n" {
+		if got := p.okBody(t, "/id"); got != "uid=0 gid=0 groups=[0]\n" {
 			t.Errorf("default user: %q, want the image's, root", got)
 		}
 		for range 2 { // warm, then the refill
-			if got := okBody(t, "/nobody"); got != "uid=65534 gid=65534 groups=[65534]\n" {
+			if got := p.okBody(t, "/nobody"); got != "uid=65534 gid=65534 groups=[65534]\n" {
 				t.Errorf("user 65534: %q, want uid=65534 gid=65534 groups=[65534]", got)
 			}
 		}
 	})
 
 	t.Run("read_only", func(t *testing.T) {
-		if got := okBody(t, "/write"); got != "/probe: ok\n/tmp/probe: ok\n" {
+		if got := p.okBody(t, "/write"); got != "/probe: ok\n/tmp/probe: ok\n" {
 			t.Errorf("writable root: %q, want both writes ok", got)
 		}
 		want := "/probe: error: open /probe: read-only file system\n/tmp/probe: ok\n"
-		if got := okBody(t, "/write-ro"); got != want {
+		if got := p.okBody(t, "/write-ro"); got != want {
 			t.Errorf("read_only: %q, want %q", got, want)
 		}
 	})
 
 	t.Run("network", func(t *testing.T) {
-		got := okBody(t, "/connect")
+		got := p.okBody(t, "/connect")
 		if !strings.HasPrefix(got, "error: ") || !strings.Contains(got, hostAddr) {
 			t.Errorf("default network reached the host's %s: %q, want a connection error", hostAddr, got)
 		}
 		if n := accepted.Load(); n != 0 {
 			t.Errorf("the host listener accepted %d connections from a default container", n)
 		}
-		if got := okBody(t, "/connect-host"); got != "connected\n" {
+		if got := p.okBody(t, "/connect-host"); got != "connected\n" {
 			t.Errorf("network host: %q, want connected", got)
 		}
 		if n := accepted.Load(); n != 1 {

@@ -39,18 +39,10 @@ func (c *crun) run(ctx context.Context, logPath string, stdio [3]*os.File, args 
 			stdio[i] = null
 		}
 	}
-	pid, exited, err := c.reaper.start(func() (int, error) {
-		p, err := os.StartProcess(c.binary, argv, &os.ProcAttr{
-			Dir:   "/",
-			Files: stdio[:],
-			Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-		})
-		if err != nil {
-			return 0, err
-		}
-		pid := p.Pid
-		_ = p.Release()
-		return pid, nil
+	pid, exited, err := c.reaper.start(c.binary, argv, &os.ProcAttr{
+		Dir:   "/",
+		Files: stdio[:],
+		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
 	})
 	if err != nil {
 		return fmt.Errorf("starting crun %s: %w", args[0], err)

@@ -170,23 +170,15 @@ func (s *Server) newUserns(uidmap, gidmap string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	pid, exited, err := s.reaper.start(func() (int, error) {
-		p, err := os.StartProcess("/proc/self/exe", []string{"caddy-spawn[userns]"}, &os.ProcAttr{
-			Sys: &syscall.SysProcAttr{
-				Cloneflags:  unix.CLONE_NEWUSER,
-				UidMappings: uids,
-				GidMappings: gids,
-				// Stopped at its execve: nothing of it runs.
-				Ptrace:    true,
-				Pdeathsig: syscall.SIGKILL,
-			},
-		})
-		if err != nil {
-			return 0, err
-		}
-		pid := p.Pid
-		_ = p.Release()
-		return pid, nil
+	pid, exited, err := s.reaper.start("/proc/self/exe", []string{"caddy-spawn[userns]"}, &os.ProcAttr{
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER,
+			UidMappings: uids,
+			GidMappings: gids,
+			// Stopped at its execve: nothing of it runs.
+			Ptrace:    true,
+			Pdeathsig: syscall.SIGKILL,
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -249,17 +241,5 @@ func (s *Server) closeIDMaps() {
 
 // sweepIDMaps detaches and removes every view under the state directory.
 func (s *Server) sweepIDMaps() {
-	dir := s.idmapDir()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		p := filepath.Join(dir, e.Name())
-		if err := mount.UnmountAll(p, unix.MNT_DETACH); err != nil {
-			s.logger.Warn("unmounting an id-mapped layer view", zap.String("path", p), zap.Error(err))
-			continue
-		}
-		_ = os.Remove(p)
-	}
+	s.sweepMounts(s.idmapDir(), "unmounting an id-mapped layer view")
 }

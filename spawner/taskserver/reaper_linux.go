@@ -115,15 +115,18 @@ func (r *reaper) wait(pid int) <-chan unix.WaitStatus {
 	return ch
 }
 
-// start starts a child with start and registers its waiter before any
-// exit can be reaped, so its exit can't be taken for an earlier process's.
-func (r *reaper) start(start func() (int, error)) (int, <-chan unix.WaitStatus, error) {
+// start starts a child (os.StartProcess of name, argv, attr) and registers
+// its waiter before any exit can be reaped, so its exit can't be taken for
+// an earlier process's.
+func (r *reaper) start(name string, argv []string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	pid, err := start()
+	p, err := os.StartProcess(name, argv, attr)
 	if err != nil {
 		return 0, nil, err
 	}
+	pid := p.Pid
+	_ = p.Release()          // the reaper waits for it, not os.Process
 	delete(r.unclaimed, pid) // an earlier process's
 	ch := make(chan unix.WaitStatus, 1)
 	r.waiters[pid] = ch

@@ -235,16 +235,8 @@ func TestExitCode(t *testing.T) {
 func TestReaperTracedChildStop(t *testing.T) {
 	r := newReaper()
 	runReaper(t, r)
-	pid, ch, err := r.start(func() (int, error) {
-		p, err := os.StartProcess("/proc/self/exe", []string{"reaper-traced-child"}, &os.ProcAttr{
-			Sys: &syscall.SysProcAttr{Ptrace: true},
-		})
-		if err != nil {
-			return 0, err
-		}
-		pid := p.Pid
-		_ = p.Release()
-		return pid, nil
+	pid, ch, err := r.start("/proc/self/exe", []string{"reaper-traced-child"}, &os.ProcAttr{
+		Sys: &syscall.SysProcAttr{Ptrace: true},
 	})
 	if err != nil {
 		t.Fatal(err)

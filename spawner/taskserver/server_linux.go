@@ -240,7 +240,12 @@ func (s *Server) SweepLeftovers() {
 // sweepLayers unmounts and removes the writable layers a previous server
 // left (after its containers' rootfs mounts are gone).
 func (s *Server) sweepLayers() {
-	dir := filepath.Join(s.cfg.StateDir, "layers")
+	s.sweepMounts(filepath.Join(s.cfg.StateDir, "layers"), "unmounting a leftover writable layer")
+}
+
+// sweepMounts detaches everything mounted on the entries of dir and
+// removes them; one it can't unmount is logged with msg and kept.
+func (s *Server) sweepMounts(dir, msg string) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -248,7 +253,7 @@ func (s *Server) sweepLayers() {
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
 		if err := mount.UnmountAll(p, unix.MNT_DETACH); err != nil {
-			s.logger.Warn("unmounting a leftover writable layer", zap.String("path", p), zap.Error(err))
+			s.logger.Warn(msg, zap.String("path", p), zap.Error(err))
 			continue
 		}
 		_ = os.Remove(p)
