@@ -112,6 +112,14 @@ type App struct {
 	// CPU (128 on 2 CPUs).
 	MaxContainers int `json:"max_containers,omitempty"`
 
+	// WarmMemory caps, in bytes, the memory of every route's idle pooled
+	// containers together, each counted at its route's memory limit (the
+	// most a paused container can hold) from the moment its creation
+	// starts until a request claims it. Within the cap, routes get warm
+	// containers by recent demand, so the busiest stay warm and quiet
+	// ones give theirs up. Default: 0 (no cap).
+	WarmMemory int64 `json:"warm_memory,omitempty"`
+
 	// ImageWait is how long a request waits for its route's image to become
 	// ready (e.g. while containerd starts) before getting 503. Default: 10s.
 	ImageWait caddy.Duration `json:"image_wait,omitempty"`
@@ -210,6 +218,7 @@ func (a *App) Validate() error {
 		checkFastPath(a.FastPath),
 		ifSet(a.RefillConcurrency, checkRefillConcurrency),
 		ifSet(a.MaxContainers, checkMaxContainers),
+		checkWarmMemory(a.WarmMemory),
 		checkImageWait(a.ImageWait),
 		checkInsecureRegistries(a.InsecureRegistries),
 	)
@@ -256,6 +265,9 @@ func (a *App) Start() (err error) {
 			_ = a.releaseBackend()
 		}
 	}()
+
+	warmBudget.SetTotal(a.WarmMemory)
+	spawnMetrics.warmBudget.Set(float64(a.WarmMemory))
 
 	fifoDir := filepath.Join(a.RunDir, "fifo", processOwner)
 	a.spawner, err = b.spawner(spawner.Config{

@@ -55,6 +55,9 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		userns        [<host_id>]
 //		report_usage
 //		pool          <n>
+//		pool_min      <n>
+//		pool_max      <n>
+//		pool_idle_timeout <duration>
 //		max_concurrent <n>
 //		queue_timeout <duration>
 //	}
@@ -132,6 +135,17 @@ var handlerSubdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) e
 		h.Pool = new(int)
 		return intArg(d, "pool", h.Pool, checkPool)
 	},
+	"pool_min": func(h *Handler, d *caddyfile.Dispenser) error {
+		h.PoolMin = new(int)
+		return intArg(d, "pool_min", h.PoolMin, func(n int) error { return checkPoolBound("pool_min", n) })
+	},
+	"pool_max": func(h *Handler, d *caddyfile.Dispenser) error {
+		h.PoolMax = new(int)
+		return intArg(d, "pool_max", h.PoolMax, func(n int) error { return checkPoolBound("pool_max", n) })
+	},
+	"pool_idle_timeout": func(h *Handler, d *caddyfile.Dispenser) error {
+		return durationArg(d, "pool_idle_timeout", &h.PoolIdleTimeout, checkPoolIdleTimeout)
+	},
 	"max_concurrent": func(h *Handler, d *caddyfile.Dispenser) error {
 		return intArg(d, "max_concurrent", &h.MaxConcurrent, checkMaxConcurrent)
 	},
@@ -180,6 +194,7 @@ func parseEnv(h *Handler, d *caddyfile.Dispenser) error {
 //		image_wait  <duration>
 //		refill_concurrency <n>
 //		max_containers <n>
+//		warm_memory <size>
 //		registry_config <path-to-config.json>
 //		insecure_registries <host[:port]>...
 //		registry_hosts_dir <dir>
@@ -240,6 +255,9 @@ var appSubdirectives = map[string]func(a *App, d *caddyfile.Dispenser) error{
 	},
 	"refill_concurrency": func(a *App, d *caddyfile.Dispenser) error {
 		return intArg(d, "refill_concurrency", &a.RefillConcurrency, checkRefillConcurrency)
+	},
+	"warm_memory": func(a *App, d *caddyfile.Dispenser) error {
+		return sizeArg(d, "warm_memory", &a.WarmMemory, checkWarmMemory)
 	},
 	"max_containers": func(a *App, d *caddyfile.Dispenser) error {
 		return intArg(d, "max_containers", &a.MaxContainers, checkMaxContainers)

@@ -205,6 +205,45 @@ func checkPool(n int) error {
 	return nil
 }
 
+// checkAdaptivePool checks pool_min, pool_max and pool_idle_timeout
+// together: an adaptive pool replaces pool.
+func (h *Handler) checkAdaptivePool() error {
+	switch {
+	case h.PoolMax == nil && h.PoolMin != nil:
+		return fmt.Errorf("pool_min: needs pool_max (an adaptive pool)")
+	case h.PoolMax == nil && h.PoolIdleTimeout != 0:
+		return fmt.Errorf("pool_idle_timeout: only for an adaptive pool (set pool_max)")
+	case h.PoolMax == nil:
+		return nil
+	case h.Pool != nil:
+		return fmt.Errorf("pool: a fixed pool cannot be combined with pool_min/pool_max (use pool_min %d pool_max %d for the same)", *h.Pool, *h.Pool)
+	case *h.PoolMax < 1 || *h.PoolMax > maxPool:
+		return fmt.Errorf("pool_max: %d must be between 1 and %d", *h.PoolMax, maxPool)
+	}
+	if h.PoolMin != nil && (*h.PoolMin < 0 || *h.PoolMin > *h.PoolMax) {
+		return fmt.Errorf("pool_min: %d must be between 0 and pool_max (%d)", *h.PoolMin, *h.PoolMax)
+	}
+	return ifSet(h.PoolIdleTimeout, checkPoolIdleTimeout)
+}
+
+func checkPoolIdleTimeout(d caddy.Duration) error { return positiveDuration("pool_idle_timeout", d) }
+
+// checkPoolBound checks pool_min or pool_max alone; checkAdaptivePool
+// checks them together.
+func checkPoolBound(field string, n int) error {
+	if n < 0 || n > maxPool {
+		return fmt.Errorf("%s: %d must be between 0 and %d", field, n, maxPool)
+	}
+	return nil
+}
+
+func checkWarmMemory(n int64) error {
+	if n < 0 {
+		return fmt.Errorf("warm_memory: %d must not be negative", n)
+	}
+	return nil
+}
+
 func checkMaxConcurrent(n int) error {
 	if n <= 0 {
 		return fmt.Errorf("max_concurrent: %d must be a positive integer", n)

@@ -385,6 +385,9 @@ func (ex *exchange) recordStart(warm bool, took time.Duration) {
 		startType, result = "warm", "hit"
 	}
 	spawnMetrics.claims.WithLabelValues(name, result).Inc()
+	if !warm && ex.h.waits != nil {
+		ex.h.waits.observeCold(took)
+	}
 	spawnMetrics.startSeconds.WithLabelValues(name, startType).Observe(took.Seconds())
 	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.spawn.start_type", startType)

@@ -3,8 +3,10 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,9 +54,12 @@ const (
 // Defaults of the handler's settings, applied by setDefaults. The
 // container limits' defaults (memory, pids, cpus, nofile) are spawner's.
 const (
-	defaultPool         = 2
-	defaultQueueTimeout = 5 * time.Second
-	defaultTimeout      = 60 * time.Second
+	defaultPool = 2
+	// defaultPoolIdleTimeout: an adaptive pool stays warm this long after
+	// its last request (Cloud Run and Lambda keep idle instances minutes).
+	defaultPoolIdleTimeout = 5 * time.Minute
+	defaultQueueTimeout    = 5 * time.Second
+	defaultTimeout         = 60 * time.Second
 	// defaultMaxRequestBody bounds request bodies unless a route says
 	// otherwise: 100 MiB.
 	defaultMaxRequestBody = 100 << 20
@@ -235,8 +240,22 @@ type Handler struct {
 	// Pool is how many single-use containers to keep created, started and
 	// frozen ahead of requests. A request thaws one (~1 ms) instead of
 	// creating one (~100 ms); it is never reused, and the pool refills in the
-	// background. 0 disables the pool. Default: 2.
+	// background. 0 disables the pool. Default: 2, unless pool_max is set.
 	Pool *int `json:"pool,omitempty"`
+
+	// PoolMin and PoolMax make the pool adaptive instead of fixed (not with
+	// pool): it keeps between PoolMin and PoolMax containers ready, enough
+	// to cover the requests that arrive while one container is created
+	// (measured), with headroom; it grows at once when a request finds it
+	// empty and shrinks by one a second once demand falls. PoolMin
+	// defaults to 0: the route then scales to zero once idle.
+	PoolMin *int `json:"pool_min,omitempty"`
+	PoolMax *int `json:"pool_max,omitempty"`
+
+	// PoolIdleTimeout is how long after its last request an adaptive
+	// pool keeps at least one container ready; then it shrinks to
+	// PoolMin. Only with pool_max. Default: 5m.
+	PoolIdleTimeout caddy.Duration `json:"pool_idle_timeout,omitempty"`
 
 	// MaxConcurrent bounds the requests this route runs at once; more wait
 	// up to QueueTimeout, then get 503 with Retry-After. Default: 0
@@ -253,6 +272,7 @@ type Handler struct {
 	route      *route
 	containers containerSource     // the route's containers; a fake in tests
 	limit      *semaphore.Weighted // MaxConcurrent; nil when unbounded
+	waits      *waitEstimate
 	logger     *zap.Logger
 	env        []string
 	user       *spawner.User
@@ -340,6 +360,7 @@ func (h *Handler) Validate() error {
 		h.checkUserns(),
 		h.checkHostNetwork(),
 		checkPool(pool),
+		h.checkAdaptivePool(),
 		ifSet(h.MaxConcurrent, checkMaxConcurrent),
 		ifSet(h.QueueTimeout, checkQueueTimeout),
 		checkEnv(h.Env),
@@ -407,7 +428,14 @@ func (h *Handler) setDefaults() {
 	if h.Name == "" {
 		h.Name = nameFromImage(h.Image)
 	}
-	if h.Pool == nil {
+	if h.PoolMax != nil {
+		if h.PoolMin == nil {
+			h.PoolMin = new(int)
+		}
+		if h.PoolIdleTimeout == 0 {
+			h.PoolIdleTimeout = caddy.Duration(defaultPoolIdleTimeout)
+		}
+	} else if h.Pool == nil {
 		n := defaultPool
 		h.Pool = &n
 	}
@@ -433,7 +461,7 @@ func (h *Handler) loadRoute() error {
 	}
 	fn.Key, h.key = key, key
 	val, _, err := routes.LoadOrNew(key, func() (caddy.Destructor, error) {
-		r := newRoute(key, h.Name, src, fn, *h.Pool)
+		r := newRoute(key, h.Name, src, fn, h.poolSpec())
 		if h.MaxConcurrent > 0 {
 			r.limit = semaphore.NewWeighted(int64(h.MaxConcurrent))
 		}
@@ -444,6 +472,7 @@ func (h *Handler) loadRoute() error {
 	}
 	h.route = val.(*route)
 	h.limit = h.route.limit
+	h.waits = h.route.waits
 	h.containers = routeContainers{route: h.route, app: h.app}
 	h.app.register(h.route)
 	return nil
@@ -482,6 +511,15 @@ func (h *Handler) userns() *spawner.Userns {
 	return &spawner.Userns{HostID: uint32(min(max(id, 0), spawner.MaxUsernsHostID))}
 }
 
+// poolSpec is the route's pool: fixed (pool) or adaptive (pool_min,
+// pool_max, pool_idle_timeout).
+func (h *Handler) poolSpec() poolSpec {
+	if h.PoolMax != nil {
+		return poolSpec{Min: *h.PoolMin, Max: *h.PoolMax, IdleTimeout: time.Duration(h.PoolIdleTimeout)}
+	}
+	return poolSpec{Min: *h.Pool, Max: *h.Pool}
+}
+
 // source is where the route's image comes from.
 func (h *Handler) source() snapshots.Source {
 	return snapshots.Source{
@@ -501,7 +539,7 @@ func (h *Handler) routeIdentity(fn spawner.Function, src snapshots.Source) route
 	id := routeIdentity{
 		Function:      fn,
 		Source:        sourceIdentity{Ref: src.Ref, Archive: src.Archive, Pull: h.PullPolicy},
-		PoolSize:      *h.Pool,
+		Pool:          h.poolSpec(),
 		MaxConcurrent: h.MaxConcurrent,
 		Backend: backendIdentity{
 			Address: h.app.Address, Namespace: h.app.Namespace, Snapshotter: h.app.Snapshotter,
@@ -526,13 +564,20 @@ func (h *Handler) refuseLargeBody(w http.ResponseWriter, r *http.Request) error 
 }
 
 // admit waits up to queue_timeout for one of the route's max_concurrent
-// slots; leave gives it back.
+// slots; leave gives it back. A request whose estimated wait (the queue
+// ahead of it, and a cold start when the pool is empty) exceeds
+// queue_timeout gets 503 with that estimate as Retry-After at once.
 func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (leave func(), err error) {
+	if err := h.shed(w); err != nil {
+		return nil, err
+	}
 	if h.limit == nil {
 		return func() {}, nil
 	}
 	qctx, qcancel := context.WithTimeout(r.Context(), time.Duration(h.QueueTimeout))
+	dequeue := h.waits.queued()
 	err = h.limit.Acquire(qctx, 1)
+	dequeue()
 	qcancel()
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -541,7 +586,28 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (leave func(), e
 		w.Header().Set("Retry-After", "1")
 		return nil, httpError(fmt.Errorf("route %s: %w (max_concurrent %d)", h.Name, errOverloaded, h.MaxConcurrent))
 	}
-	return func() { h.limit.Release(1) }, nil
+	release := h.waits.hold(time.Now())
+	return func() {
+		release()
+		h.limit.Release(1)
+	}, nil
+}
+
+// shed refuses a request at once when its estimated wait exceeds
+// queue_timeout.
+func (h *Handler) shed(w http.ResponseWriter) error {
+	cold := true
+	if src, ok := h.containers.(interface{ idle() int }); ok {
+		cold = src.idle() == 0
+	}
+	est, ok := h.waits.estimate(time.Now(), h.MaxConcurrent, cold)
+	if !ok || est <= time.Duration(h.QueueTimeout) {
+		return nil
+	}
+	spawnMetrics.rejects.WithLabelValues(h.Name).Inc()
+	w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(est.Seconds())), 10))
+	return httpError(fmt.Errorf("route %s: %w: estimated wait %v over queue_timeout %v",
+		h.Name, errOverloaded, est.Round(time.Millisecond), time.Duration(h.QueueTimeout)))
 }
 
 // resolveEnv turns the route's env into sorted KEY=VALUE entries, with

@@ -139,7 +139,7 @@ func newHandlerTest(t *testing.T, program func(p *fakeProcess) uint32, modify fu
 	}
 	core, logs := observer.New(zap.DebugLevel)
 	src := &fakeSource{proc: newFakeProcess(program)}
-	h := &Handler{Image: "localhost/fn:1", Env: map[string]string{"ROUTE_VAR": "route"}, containers: src, logger: zap.New(core)}
+	h := &Handler{Image: "localhost/fn:1", Env: map[string]string{"ROUTE_VAR": "route"}, containers: src, waits: newWaitEstimate(), logger: zap.New(core)}
 	if modify != nil {
 		modify(h)
 	}

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
 
 // spawnMetrics are process-wide collectors, registered on each config's
@@ -14,6 +16,11 @@ import (
 var spawnMetrics = struct {
 	once           sync.Once
 	poolIdle       *prometheus.GaugeVec
+	poolTarget     *prometheus.GaugeVec
+	poolScale      *prometheus.CounterVec
+	warmUsed       prometheus.Gauge
+	warmBudget     prometheus.Gauge
+	rejects        *prometheus.CounterVec
 	claims         *prometheus.CounterVec
 	startSeconds   *prometheus.HistogramVec
 	requestSeconds *prometheus.HistogramVec
@@ -22,12 +29,40 @@ var spawnMetrics = struct {
 	memoryPeak     *prometheus.HistogramVec
 }{}
 
+// warmBudget is the app's warm_memory, shared by every route's pool and,
+// like the pools, kept across config reloads (Start sets its total).
+var warmBudget = spawner.NewWarmBudget(0, func(used int64) {
+	if g := spawnMetrics.warmUsed; g != nil {
+		g.Set(float64(used))
+	}
+})
+
 func initMetrics(registry *prometheus.Registry) error {
 	const ns, sub = "caddy", "spawn"
 	spawnMetrics.once.Do(func() {
 		spawnMetrics.poolIdle = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "pool_idle",
 			Help: "Paused single-use containers waiting in a route's pool.",
+		}, []string{"route"})
+		spawnMetrics.poolTarget = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "pool_target",
+			Help: "How many idle containers a route's pool aims to keep now (adaptive pools follow demand and warm_memory).",
+		}, []string{"route"})
+		spawnMetrics.poolScale = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "pool_scale_events_total",
+			Help: "Changes of a route's pool target, by direction (up or down).",
+		}, []string{"route", "direction"})
+		spawnMetrics.warmUsed = prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "warm_memory_bytes",
+			Help: "Memory counted against warm_memory: every idle pooled container at its route's memory limit.",
+		})
+		spawnMetrics.warmBudget = prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "warm_memory_budget_bytes",
+			Help: "The warm_memory budget (0: no cap).",
+		})
+		spawnMetrics.rejects = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "early_rejections_total",
+			Help: "Requests answered 503 at once because their estimated wait exceeded queue_timeout.",
 		}, []string{"route"})
 		spawnMetrics.claims = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "claims_total",
@@ -59,7 +94,8 @@ func initMetrics(registry *prometheus.Registry) error {
 		}, []string{"route"})
 	})
 	for _, c := range []prometheus.Collector{
-		spawnMetrics.poolIdle, spawnMetrics.claims, spawnMetrics.startSeconds,
+		spawnMetrics.poolIdle, spawnMetrics.poolTarget, spawnMetrics.poolScale, spawnMetrics.warmUsed,
+		spawnMetrics.warmBudget, spawnMetrics.rejects, spawnMetrics.claims, spawnMetrics.startSeconds,
 		spawnMetrics.requestSeconds, spawnMetrics.exits, spawnMetrics.cpuSeconds, spawnMetrics.memoryPeak,
 	} {
 		if err := registry.Register(c); err != nil {

@@ -62,6 +62,9 @@ func (c routeContainers) acquire(ctx context.Context) (process, bool, error) {
 	return instanceProcess{inst}, warm, nil
 }
 
+// idle is how many warm containers the route's pool holds.
+func (c routeContainers) idle() int { return c.route.idle() }
+
 func (c routeContainers) release(p process) {
 	c.route.release(c.app.spawner, p.(instanceProcess).Instance)
 }

@@ -33,11 +33,17 @@ type routeIdentity struct {
 	// changes the key unless it is listed in routeKeyExcluded.
 	Function      spawner.Function
 	Source        sourceIdentity
-	PoolSize      int
+	Pool          poolSpec
 	MaxConcurrent int
 	Backend       backendIdentity
 	// Reload is new at every load with pull_policy always.
 	Reload string
+}
+
+// poolSpec is a route's pool: Min == Max for a fixed one.
+type poolSpec struct {
+	Min, Max    int
+	IdleTimeout time.Duration
 }
 
 // sourceIdentity is where the image comes from, without credentials.
@@ -74,25 +80,26 @@ func routeKey(id routeIdentity) (string, error) {
 // route is one function as the app sees it: its image source and, once the
 // image is ready, the spawner.Function and its pool.
 type route struct {
-	key      string
-	name     string
-	image    string
-	src      snapshots.Source // Ref, Archive, Pull and Auth
-	base     spawner.Function // everything but the image
-	poolSize int
-	limit    *semaphore.Weighted // MaxConcurrent; nil when unbounded
+	key   string
+	name  string
+	image string
+	src   snapshots.Source // Ref, Archive, Pull and Auth
+	base  spawner.Function // everything but the image
+	pool  poolSpec
+	limit *semaphore.Weighted // MaxConcurrent; nil when unbounded
+	waits *waitEstimate       // the route's expected waits, for early 503s
 
 	mu    sync.Mutex
 	ready chan struct{}
 	fn    *spawner.Function
 	sp    *spawner.Spawner
-	pool  *spawner.Pool[*spawner.Instance]
+	warm  *spawner.Pool[*spawner.Instance]
 }
 
-func newRoute(key, name string, src snapshots.Source, base spawner.Function, poolSize int) *route {
+func newRoute(key, name string, src snapshots.Source, base spawner.Function, pool poolSpec) *route {
 	return &route{
 		key: key, name: name, image: src.Ref, src: src, base: base,
-		poolSize: poolSize, ready: make(chan struct{}),
+		pool: pool, ready: make(chan struct{}), waits: newWaitEstimate(),
 	}
 }
 
@@ -108,8 +115,15 @@ func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *sema
 	r.fn = &fn
 	r.sp = sp
 	idle := spawnMetrics.poolIdle.WithLabelValues(r.name)
-	r.pool = spawner.NewPool(spawner.PoolConfig[*spawner.Instance]{
-		Size: r.poolSize,
+	target := spawnMetrics.poolTarget.WithLabelValues(r.name)
+	up, down := spawnMetrics.poolScale.WithLabelValues(r.name, "up"), spawnMetrics.poolScale.WithLabelValues(r.name, "down")
+	mem := fn.MemoryBytes
+	if mem == 0 {
+		mem = spawner.DefaultMemoryBytes
+	}
+	r.warm = spawner.NewPool(spawner.PoolConfig[*spawner.Instance]{
+		Min: r.pool.Min, Max: r.pool.Max, IdleTimeout: r.pool.IdleTimeout,
+		Budget: warmBudget, MemoryBytes: mem,
 		Create: func(ctx context.Context) (*spawner.Instance, error) {
 			// A container made for a request whose client left goes to
 			// the pool if it has room.
@@ -118,15 +132,24 @@ func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *sema
 		Refill: refill,
 		Logger: logger.With(zap.String("route", r.name)),
 		OnIdle: func(n int) { idle.Set(float64(n)) },
+		OnTarget: func(n, was int) {
+			target.Set(float64(n))
+			switch {
+			case n > was:
+				up.Inc()
+			case n < was:
+				down.Inc()
+			}
+		},
 	})
-	r.pool.Start()
+	r.warm.Start()
 	close(r.ready)
 }
 
 // offer gives the pool a container whose request's client left.
 func (r *route) offer(inst *spawner.Instance) bool {
 	r.mu.Lock()
-	pool := r.pool
+	pool := r.warm
 	r.mu.Unlock()
 	return pool != nil && pool.Offer(inst)
 }
@@ -154,7 +177,19 @@ func (r *route) acquire(ctx context.Context, wait time.Duration) (inst *spawner.
 			return nil, false, ctx.Err()
 		}
 	}
-	return r.pool.Acquire(ctx)
+	return r.warm.Acquire(ctx)
+}
+
+// idle is how many warm containers wait in the pool (0 before the image is
+// ready).
+func (r *route) idle() int {
+	r.mu.Lock()
+	pool := r.warm
+	r.mu.Unlock()
+	if pool == nil {
+		return 0
+	}
+	return pool.Idle()
 }
 
 // release tears a used container down in the background and lets the pool
@@ -162,7 +197,7 @@ func (r *route) acquire(ctx context.Context, wait time.Duration) (inst *spawner.
 func (r *route) release(sp *spawner.Spawner, inst *spawner.Instance) {
 	sp.Release(inst)
 	r.mu.Lock()
-	pool := r.pool
+	pool := r.warm
 	r.mu.Unlock()
 	if pool != nil {
 		pool.Kick()
@@ -172,7 +207,7 @@ func (r *route) release(sp *spawner.Spawner, inst *spawner.Instance) {
 // Destruct drains the pool when the last config using the route is gone.
 func (r *route) Destruct() error {
 	r.mu.Lock()
-	pool := r.pool
+	pool := r.warm
 	r.mu.Unlock()
 	if pool != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -180,6 +215,7 @@ func (r *route) Destruct() error {
 		pool.Close(ctx)
 	}
 	spawnMetrics.poolIdle.DeleteLabelValues(r.name)
+	spawnMetrics.poolTarget.DeleteLabelValues(r.name)
 	return nil
 }
 

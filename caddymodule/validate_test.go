@@ -82,6 +82,35 @@ func TestHandlerValidate(t *testing.T) {
 			modify:  func(h *Handler) { h.PullPolicy = "Always" },
 			wantErr: `pull_policy: "Always" must be "missing", "always" or "never"`,
 		},
+		{name: "adaptive pool", modify: func(h *Handler) {
+			h.PoolMin, h.PoolMax, h.PoolIdleTimeout = ptr(1), ptr(8), caddy.Duration(time.Second)
+		}},
+		{name: "adaptive pool to zero", modify: func(h *Handler) { h.PoolMax = ptr(8) }},
+		{
+			name:    "pool with pool_max",
+			modify:  func(h *Handler) { h.Pool, h.PoolMax = ptr(2), ptr(8) },
+			wantErr: "pool: a fixed pool cannot be combined with pool_min/pool_max (use pool_min 2 pool_max 2 for the same)",
+		},
+		{
+			name:    "pool_min without pool_max",
+			modify:  func(h *Handler) { h.PoolMin = ptr(1) },
+			wantErr: "pool_min: needs pool_max (an adaptive pool)",
+		},
+		{
+			name:    "pool_min above pool_max",
+			modify:  func(h *Handler) { h.PoolMin, h.PoolMax = ptr(5), ptr(3) },
+			wantErr: "pool_min: 5 must be between 0 and pool_max (3)",
+		},
+		{
+			name:    "pool_max 0",
+			modify:  func(h *Handler) { h.PoolMax = ptr(0) },
+			wantErr: "pool_max: 0 must be between 1 and 256",
+		},
+		{
+			name:    "pool_idle_timeout of a fixed pool",
+			modify:  func(h *Handler) { h.PoolIdleTimeout = caddy.Duration(time.Second) },
+			wantErr: "pool_idle_timeout: only for an adaptive pool (set pool_max)",
+		},
 		{
 			name: "pull_policy always with image_archive",
 			modify: func(h *Handler) {
@@ -361,6 +390,8 @@ func TestAppValidate(t *testing.T) {
 		}},
 		{name: "namespace with dots and mixed case", modify: func(a *App) { a.Namespace = "Caddy.spawn_2" }},
 		{name: "zero image_wait", modify: func(a *App) { a.ImageWait = 0 }},
+		{name: "warm_memory", modify: func(a *App) { a.WarmMemory = 1 << 30 }},
+		{name: "negative warm_memory", modify: func(a *App) { a.WarmMemory = -1 }, wantErr: "warm_memory: -1 must not be negative"},
 		{name: "insecure_registries", modify: func(a *App) {
 			a.InsecureRegistries = []string{"reg.lan", "reg.lan:5000", "10.0.0.5:80", "[fd00::1]:5000"}
 		}},

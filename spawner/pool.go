@@ -21,9 +21,21 @@ type Pooled interface {
 
 // PoolConfig configures a Pool.
 type PoolConfig[T Pooled] struct {
-	// Size is how many paused containers to keep ready. Zero disables the
+	// Min and Max bound how many paused containers the pool keeps ready.
+	// Min == Max is a fixed pool of that size; between the two the pool
+	// follows demand: enough containers to cover the claims that arrive
+	// during one refill, with headroom, growing at once on a burst or a
+	// miss and shrinking by one a second after it. Max 0 disables the
 	// pool: every Acquire creates (cold).
-	Size int
+	Min, Max int
+	// IdleTimeout is how long after its last claim an adaptive pool keeps
+	// at least one container; then it shrinks to Min at once. Zero: it
+	// never does.
+	IdleTimeout time.Duration
+	// Budget, when set, caps the idle containers of every pool sharing it,
+	// each counted at MemoryBytes.
+	Budget      *WarmBudget
+	MemoryBytes int64
 	// Create makes a started container (the cold path).
 	Create func(ctx context.Context) (T, error)
 	// Refill bounds concurrent background creations, shared by all pools so
@@ -32,27 +44,48 @@ type PoolConfig[T Pooled] struct {
 	Logger *zap.Logger
 	// OnIdle, when set, is told the idle count whenever it changes.
 	OnIdle func(n int)
+	// OnTarget, when set, is told the target idle count whenever it
+	// changes, with the previous one.
+	OnTarget func(n, was int)
 }
 
-// Pool keeps Size single-use containers created, started and frozen ahead
-// of requests. A claim takes one and thaws it; it is never returned — the
-// caller destroys it after its one request — and the pool refills in the
-// background. An empty pool falls back to creating one on the spot.
+// Pool keeps between Min and Max single-use containers created, started
+// and frozen ahead of requests. A claim takes one and thaws it; it is never
+// returned — the caller destroys it after its one request — and the pool
+// refills in the background. An empty pool falls back to creating one on
+// the spot.
 type Pool[T Pooled] struct {
-	cfg     PoolConfig[T]
-	log     *zap.Logger
-	kick    chan struct{}
-	results chan fillResult[T]
+	cfg      PoolConfig[T]
+	log      *zap.Logger
+	kick     chan struct{}
+	results  chan fillResult[T]
+	adaptive bool         // Min < Max or a budget: resized by a ticker
+	share    *budgetShare // nil without a budget
 
-	mu       sync.Mutex
-	idle     []T
-	creating int
-	closed   bool
+	mu         sync.Mutex
+	idle       []T
+	creating   int
+	closed     bool
+	demand     *demand
+	desired    int           // what demand asks for, within Min and Max
+	target     int           // desired, within the budget's allowance
+	refillTime time.Duration // moving average of one creation
+	lastShrink time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
+
+const (
+	// initialRefillTime is the refill time assumed until one is measured.
+	initialRefillTime = 100 * time.Millisecond
+	// resizeEvery is how often an adaptive pool recomputes its target.
+	resizeEvery = 250 * time.Millisecond
+	// shrinkStep is how often an adaptive pool shrinks by one at most,
+	// short of its idle timeout.
+	shrinkStep = time.Second
+)
 
 // NewPool returns a pool; Start begins filling it.
 func NewPool[T Pooled](cfg PoolConfig[T]) *Pool[T] {
@@ -62,27 +95,49 @@ func NewPool[T Pooled](cfg PoolConfig[T]) *Pool[T] {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	cfg.Max = max(cfg.Max, 0)
+	cfg.Min = min(max(cfg.Min, 0), cfg.Max)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pool[T]{
+	p := &Pool[T]{
 		cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1),
-		results: make(chan fillResult[T], max(cfg.Size, 1)),
-		ctx:     ctx, cancel: cancel,
+		results:    make(chan fillResult[T], max(cfg.Max, 1)),
+		adaptive:   cfg.Max > 0 && (cfg.Min < cfg.Max || cfg.Budget != nil),
+		demand:     newDemand(time.Now()),
+		desired:    cfg.Max,
+		target:     cfg.Max,
+		refillTime: initialRefillTime,
+		ctx:        ctx, cancel: cancel,
 	}
+	if cfg.Min < cfg.Max {
+		p.desired, p.target = cfg.Min, cfg.Min
+	}
+	if cfg.Budget != nil && cfg.Max > 0 {
+		p.share = cfg.Budget.join()
+		p.target = 0 // until the budget gives an allowance
+	}
+	return p
 }
 
 // Start begins filling the pool in the background.
 func (p *Pool[T]) Start() {
-	if p.cfg.Size <= 0 {
+	if p.cfg.Max <= 0 {
 		return
+	}
+	if p.cfg.OnTarget != nil {
+		p.cfg.OnTarget(p.target, 0)
 	}
 	p.wg.Add(1)
 	go p.refillLoop()
+	if p.adaptive {
+		p.resize(time.Now())
+	}
 	p.signal()
 }
 
 // Acquire returns a running container for one request: a pooled one,
 // thawed (warm = true), or a new one (warm = false).
 func (p *Pool[T]) Acquire(ctx context.Context) (inst T, warm bool, err error) {
+	p.arrive()
 	for {
 		t, ok := p.take()
 		if !ok {
@@ -96,17 +151,20 @@ func (p *Pool[T]) Acquire(ctx context.Context) (inst T, warm bool, err error) {
 		select {
 		case <-t.Exited():
 			// Died while waiting (OOM, killed from outside): never serve it.
-			go t.Destroy(context.Background())
+			go p.discard(t)
 			continue
 		default:
 		}
 		if err := t.Thaw(); err != nil {
 			p.log.Warn("thawing pooled container", zap.Error(err))
-			go t.Destroy(context.Background())
+			go p.discard(t)
 			continue
 		}
+		// Counted in the budget until thawed: a frozen container always is.
+		p.uncharge(1)
 		return t, true, nil
 	}
+	p.missed()
 	inst, err = p.cfg.Create(ctx)
 	return inst, false, err
 }
@@ -123,6 +181,13 @@ func (p *Pool[T]) Idle() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.idle)
+}
+
+// Target returns how many idle containers the pool aims to keep now.
+func (p *Pool[T]) Target() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.target
 }
 
 // Close stops refilling and destroys the idle containers.
@@ -148,6 +213,9 @@ func (p *Pool[T]) Close(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+	if p.share != nil {
+		p.share.leave()
+	}
 }
 
 func (p *Pool[T]) take() (T, bool) {
@@ -164,6 +232,110 @@ func (p *Pool[T]) take() (T, bool) {
 	return t, true
 }
 
+// discard destroys a container that left the pool unused, then stops
+// counting it in the budget.
+func (p *Pool[T]) discard(t T) {
+	t.Destroy(context.Background())
+	p.uncharge(1)
+}
+
+// charge counts one more container of the pool's in the budget, if the
+// budget has room; uncharge stops counting n.
+func (p *Pool[T]) charge() bool {
+	return p.share == nil || p.share.take(p.cfg.MemoryBytes)
+}
+
+func (p *Pool[T]) uncharge(n int) {
+	if p.share != nil && n > 0 {
+		p.share.give(int64(n) * p.cfg.MemoryBytes)
+	}
+}
+
+// arrive records a claim for sizing.
+func (p *Pool[T]) arrive() {
+	if !p.adaptive {
+		return
+	}
+	p.mu.Lock()
+	p.demand.arrive(time.Now())
+	p.mu.Unlock()
+}
+
+// missed grows an adaptive pool at once when a claim found it empty: to
+// twice its target (at least one more), within Max.
+func (p *Pool[T]) missed() {
+	if !p.adaptive || p.cfg.Min == p.cfg.Max {
+		return
+	}
+	p.mu.Lock()
+	p.desired = min(p.cfg.Max, max(p.desired+1, 2*p.desired))
+	p.setTarget(p.allowance())
+	p.mu.Unlock()
+	p.signal()
+}
+
+// resize recomputes an adaptive pool's target from demand and the budget,
+// and destroys idle containers above it.
+func (p *Pool[T]) resize(now time.Time) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	want := min(max(p.demand.want(now, p.refillTime, p.cfg.IdleTimeout), p.cfg.Min), p.cfg.Max)
+	expired := p.cfg.IdleTimeout > 0 && !p.demand.last.IsZero() && now.Sub(p.demand.last) > p.cfg.IdleTimeout
+	switch {
+	case want >= p.desired, expired:
+		p.desired = want
+	case now.Sub(p.lastShrink) >= shrinkStep:
+		p.desired--
+		p.lastShrink = now
+	}
+	allow := p.desired
+	if p.share != nil {
+		bytes := p.share.update(int64(p.desired)*p.cfg.MemoryBytes, p.demand.recent(now))
+		allow = int(bytes / max(p.cfg.MemoryBytes, 1))
+	}
+	p.setTarget(allow)
+	var trim []T
+	if excess := len(p.idle) + p.creating - p.target; excess > 0 {
+		n := min(excess, len(p.idle))
+		trim = append(trim, p.idle[:n]...)
+		clear(p.idle[:n])
+		p.idle = p.idle[n:]
+		p.notify()
+	}
+	p.mu.Unlock()
+	for _, t := range trim {
+		p.wg.Go(func() { p.discard(t) })
+	}
+	p.signal()
+}
+
+// allowance is the budget's last allowance in containers; call with p.mu
+// held.
+func (p *Pool[T]) allowance() int {
+	if p.share == nil {
+		return p.desired
+	}
+	p.share.b.mu.Lock()
+	defer p.share.b.mu.Unlock()
+	return int(p.share.allow / max(p.cfg.MemoryBytes, 1))
+}
+
+// setTarget sets the target to desired within allow; call with p.mu held.
+func (p *Pool[T]) setTarget(allow int) {
+	t := max(min(p.desired, allow), 0)
+	if t == p.target {
+		return
+	}
+	was := p.target
+	p.target = t
+	if p.cfg.OnTarget != nil {
+		p.cfg.OnTarget(t, was)
+	}
+}
+
 // notify reports the idle count; call with p.mu held.
 func (p *Pool[T]) notify() {
 	if p.cfg.OnIdle != nil {
@@ -178,17 +350,24 @@ func (p *Pool[T]) signal() {
 	}
 }
 
-// refillLoop creates containers until idle+creating reaches Size, with the
-// shared concurrency bound; failures back off exponentially. Only this loop
-// changes p.creating and adds to p.idle, when a creation's result arrives.
+// refillLoop creates containers until idle+creating reaches the target,
+// with the shared concurrency bound and within the budget; failures back
+// off exponentially. Only this loop changes p.creating for refills and
+// adds to p.idle, when a creation's result arrives.
 func (p *Pool[T]) refillLoop() {
 	defer p.wg.Done()
 	backoff := time.Duration(0)
 	failures := 0
+	var tick <-chan time.Time
+	if p.adaptive {
+		t := time.NewTicker(resizeEvery)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		for backoff == 0 {
 			p.mu.Lock()
-			need := !p.closed && len(p.idle)+p.creating < p.cfg.Size
+			need := !p.closed && len(p.idle)+p.creating < p.target && p.charge()
 			if need {
 				p.creating++
 			}
@@ -197,12 +376,14 @@ func (p *Pool[T]) refillLoop() {
 				break
 			}
 			if err := p.cfg.Refill.Acquire(p.ctx, 1); err != nil {
+				p.uncharge(1)
 				return
 			}
 			p.wg.Go(func() {
+				began := time.Now()
 				t, err := p.fillOne()
 				p.cfg.Refill.Release(1)
-				p.results <- fillResult[T]{t, err}
+				p.results <- fillResult[T]{t: t, err: err, took: time.Since(began)}
 			})
 		}
 		var retry <-chan time.Time
@@ -213,6 +394,8 @@ func (p *Pool[T]) refillLoop() {
 		case <-p.ctx.Done():
 			return
 		case <-p.kick:
+		case now := <-tick:
+			p.resize(now)
 		case <-retry:
 			backoff = 0
 		case res := <-p.results:
@@ -222,12 +405,17 @@ func (p *Pool[T]) refillLoop() {
 				p.idle = append(p.idle, res.t)
 				p.notify()
 				go p.watchIdle(res.t)
+				if res.took > 0 {
+					// A moving average: the pool's size follows it.
+					p.refillTime = (p.refillTime*7 + res.took*3) / 10
+				}
 			}
 			p.mu.Unlock()
 			if res.err == nil {
 				failures = 0
 				continue
 			}
+			p.uncharge(1)
 			failures++
 			backoff = min(time.Duration(1<<min(failures, 7))*50*time.Millisecond, 5*time.Second)
 			if failures == 1 || failures%20 == 0 {
@@ -260,7 +448,7 @@ func (p *Pool[T]) watchIdle(t T) {
 	p.mu.Unlock()
 	if found {
 		p.log.Warn("pooled container died while idle; replacing it")
-		t.Destroy(context.Background())
+		p.discard(t)
 		p.signal()
 	}
 }
@@ -271,7 +459,7 @@ func (p *Pool[T]) watchIdle(t T) {
 // destroys a refused one.
 func (p *Pool[T]) Offer(t T) bool {
 	p.mu.Lock()
-	if p.closed || len(p.idle)+p.creating >= p.cfg.Size {
+	if p.closed || len(p.idle)+p.creating >= p.target || !p.charge() {
 		p.mu.Unlock()
 		return false
 	}
@@ -295,8 +483,9 @@ func (p *Pool[T]) Offer(t T) bool {
 }
 
 type fillResult[T Pooled] struct {
-	t   T
-	err error
+	t    T
+	err  error
+	took time.Duration // a refill's creation time; 0 for an offered one
 }
 
 // fillOne makes one paused container.

@@ -75,7 +75,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func TestPoolFillsClaimsAndRefills(t *testing.T) {
 	ff := &fakeFactory{}
-	p := NewPool(PoolConfig[*fakeInst]{Size: 3, Create: ff.create, Refill: semaphore.NewWeighted(2)})
+	p := NewPool(PoolConfig[*fakeInst]{Min: 3, Max: 3, Create: ff.create, Refill: semaphore.NewWeighted(2)})
 	p.Start()
 	defer p.Close(context.Background())
 
@@ -110,7 +110,7 @@ func TestPoolFillsClaimsAndRefills(t *testing.T) {
 
 func TestPoolEmptyFallsBackToCold(t *testing.T) {
 	ff := &fakeFactory{}
-	p := NewPool(PoolConfig[*fakeInst]{Size: 0, Create: ff.create})
+	p := NewPool(PoolConfig[*fakeInst]{Min: 0, Max: 0, Create: ff.create})
 	p.Start()
 	defer p.Close(context.Background())
 	inst, warm, err := p.Acquire(context.Background())
@@ -125,7 +125,7 @@ func TestPoolEmptyFallsBackToCold(t *testing.T) {
 
 func TestPoolSkipsDeadInstances(t *testing.T) {
 	ff := &fakeFactory{}
-	p := NewPool(PoolConfig[*fakeInst]{Size: 2, Create: ff.create})
+	p := NewPool(PoolConfig[*fakeInst]{Min: 2, Max: 2, Create: ff.create})
 	p.Start()
 	defer p.Close(context.Background())
 	eventually(t, "pool to fill", func() bool { return p.Idle() == 2 })
@@ -145,7 +145,7 @@ func TestPoolSkipsDeadInstances(t *testing.T) {
 
 func TestPoolCloseDestroysIdle(t *testing.T) {
 	ff := &fakeFactory{}
-	p := NewPool(PoolConfig[*fakeInst]{Size: 4, Create: ff.create, Refill: semaphore.NewWeighted(4)})
+	p := NewPool(PoolConfig[*fakeInst]{Min: 4, Max: 4, Create: ff.create, Refill: semaphore.NewWeighted(4)})
 	p.Start()
 	eventually(t, "pool to fill", func() bool { return p.Idle() == 4 })
 	p.Close(context.Background())
@@ -167,7 +167,7 @@ func TestPoolBacksOffOnFailure(t *testing.T) {
 		attempts.Add(1)
 		return ff.create(ctx)
 	}
-	p := NewPool(PoolConfig[*fakeInst]{Size: 2, Create: create})
+	p := NewPool(PoolConfig[*fakeInst]{Min: 2, Max: 2, Create: create})
 	p.Start()
 	time.Sleep(300 * time.Millisecond)
 	if n := attempts.Load(); n > 10 {
@@ -182,7 +182,7 @@ func TestPoolBacksOffOnFailure(t *testing.T) {
 // taken out of the pool, destroyed and replaced, without any claim.
 func TestPoolDropsDeadIdle(t *testing.T) {
 	ff := &fakeFactory{}
-	p := NewPool(PoolConfig[*fakeInst]{Size: 2, Create: ff.create})
+	p := NewPool(PoolConfig[*fakeInst]{Min: 2, Max: 2, Create: ff.create})
 	p.Start()
 	defer p.Close(context.Background())
 	eventually(t, "pool full", func() bool { return p.Idle() == 2 })
@@ -209,7 +209,7 @@ func TestPoolDropsDeadIdle(t *testing.T) {
 func TestPoolOffer(t *testing.T) {
 	ff := &fakeFactory{}
 	ff.fail.Store(true) // the pool can't fill itself: only offers fill it
-	p := NewPool(PoolConfig[*fakeInst]{Size: 2, Create: ff.create})
+	p := NewPool(PoolConfig[*fakeInst]{Min: 2, Max: 2, Create: ff.create})
 	p.Start()
 	orphan := &fakeInst{id: 100, exited: make(chan struct{})}
 	if !p.Offer(orphan) {
@@ -232,5 +232,116 @@ func TestPoolOffer(t *testing.T) {
 	p.Close(context.Background())
 	if p.Offer(&fakeInst{id: 102, exited: make(chan struct{})}) {
 		t.Error("a closed pool took an offer")
+	}
+}
+
+// destroyedCount counts the factory's instances destroyed so far.
+func (ff *fakeFactory) destroyedCount() int {
+	ff.mu.Lock()
+	defer ff.mu.Unlock()
+	n := 0
+	for _, f := range ff.made {
+		if f.destroyed.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPoolAdaptiveScales: an adaptive pool starts empty, grows on misses
+// and under a steady claim rate, and after its idle timeout goes back to
+// Min, destroying what it held.
+func TestPoolAdaptiveScales(t *testing.T) {
+	ff := &fakeFactory{delay: 5 * time.Millisecond}
+	var targets []int
+	var mu sync.Mutex
+	p := NewPool(PoolConfig[*fakeInst]{
+		Min: 0, Max: 8, IdleTimeout: 600 * time.Millisecond,
+		Create: ff.create, Refill: semaphore.NewWeighted(4),
+		OnTarget: func(n, _ int) { mu.Lock(); targets = append(targets, n); mu.Unlock() },
+	})
+	p.Start()
+	defer p.Close(context.Background())
+	time.Sleep(300 * time.Millisecond)
+	if n := ff.count(); n != 0 || p.Target() != 0 {
+		t.Fatalf("a pool_min 0 pool made %d containers (target %d) before any claim", n, p.Target())
+	}
+	if _, warm, _ := p.Acquire(context.Background()); warm {
+		t.Fatal("first claim of an empty pool was warm")
+	}
+	eventually(t, "a miss to grow the pool", func() bool { return p.Idle() >= 1 })
+	// 50 claims/s for a second: most are warm once it has grown.
+	warm := 0
+	for range 50 {
+		_, w, err := p.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w {
+			warm++
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if warm < 40 {
+		t.Errorf("%d of 50 claims warm under a steady rate, want at least 40", warm)
+	}
+	if tg := p.Target(); tg < 2 || tg > 8 {
+		t.Errorf("target under load %d, want within 2..8", tg)
+	}
+	// Idle past the timeout: back to 0, the idle containers destroyed.
+	eventually(t, "the pool to scale to zero", func() bool { return p.Idle() == 0 && p.Target() == 0 })
+	eventually(t, "the trimmed containers destroyed", func() bool { return ff.destroyedCount() > 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(targets) < 3 || targets[len(targets)-1] != 0 {
+		t.Errorf("target changes %v: want growth then 0", targets)
+	}
+}
+
+// TestPoolsShareWarmBudget: two pools under one budget never hold more
+// frozen containers than it allows, and the busy pool gets most of it.
+func TestPoolsShareWarmBudget(t *testing.T) {
+	const mem = 10
+	budget := NewWarmBudget(4*mem, nil)
+	busyF, quietF := &fakeFactory{}, &fakeFactory{}
+	mk := func(ff *fakeFactory) *Pool[*fakeInst] {
+		p := NewPool(PoolConfig[*fakeInst]{
+			Min: 3, Max: 8, Budget: budget, MemoryBytes: mem,
+			Create: ff.create, Refill: semaphore.NewWeighted(4),
+		})
+		p.Start()
+		return p
+	}
+	busy, quiet := mk(busyF), mk(quietF)
+	defer busy.Close(context.Background())
+	defer quiet.Close(context.Background())
+	frozen := func() int {
+		n := 0
+		for _, ff := range []*fakeFactory{busyF, quietF} {
+			ff.mu.Lock()
+			for _, f := range ff.made {
+				if f.paused.Load() && !f.thawed.Load() && !f.destroyed.Load() {
+					n++
+				}
+			}
+			ff.mu.Unlock()
+		}
+		return n
+	}
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if _, _, err := busy.Acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n := frozen(); n > 4 {
+			t.Fatalf("%d frozen containers under a budget of 4", n)
+		}
+		if used := budget.Used(); used > 4*mem {
+			t.Fatalf("budget in use %d over its total %d", used, 4*mem)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b, q := busy.Target(), quiet.Target(); b <= q {
+		t.Errorf("busy pool's target %d not above the quiet one's %d", b, q)
 	}
 }
