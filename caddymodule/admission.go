@@ -7,8 +7,8 @@ import (
 
 // waitEstimate estimates how long a new request of a route would wait
 // before its program starts: for one of the route's max_concurrent slots
-// (the queue ahead of it and how long requests hold a slot) and, when the
-// pool has no warm container, for a cold creation. A request whose
+// (the queue ahead of it and how long requests hold a slot) and then, when
+// the pool has no warm container, for a cold creation. A request whose
 // estimate exceeds queue_timeout is answered 503 at once instead of
 // after waiting it out. It is shared, like the route, across reloads.
 type waitEstimate struct {
@@ -51,7 +51,10 @@ func (w *waitEstimate) estimate(now time.Time, slots int, cold bool) (time.Durat
 		est = max(w.service-now.Sub(oldest), 0) + time.Duration(w.waiting/slots)*w.service
 		known = true
 	}
-	if cold && !w.coldSeen.IsZero() && now.Sub(w.coldSeen) < coldFresh {
+	// A cold start adds to a queue's wait; alone it is no queue, and
+	// refusing requests for it would leave a pool-less route with a short
+	// queue_timeout refusing everything.
+	if known && cold && !w.coldSeen.IsZero() && now.Sub(w.coldSeen) < coldFresh {
 		est += w.cold
 		known = true
 	}

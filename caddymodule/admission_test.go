@@ -34,18 +34,20 @@ func TestWaitEstimate(t *testing.T) {
 		t.Errorf("estimate behind one waiter = %v, want ~11s", est)
 	}
 	done()
-	release()
-	// Cold starts count only when the pool is empty, and only while fresh.
+	// A cold start adds to the queue's wait when the pool is empty, while
+	// its sample is fresh; alone it is no queue.
 	w.observeCold(200 * time.Millisecond)
-	if est, ok := w.estimate(now, 0, true); !ok || est != 200*time.Millisecond {
-		t.Errorf("cold estimate = %v, %v; want 200ms", est, ok)
-	}
-	if _, ok := w.estimate(now, 0, false); ok {
-		t.Error("a cold estimate for a request that gets a warm container")
+	if est, _ := w.estimate(now, 1, true); est < 5100*time.Millisecond || est > 5300*time.Millisecond {
+		t.Errorf("estimate with a cold start = %v, want ~5.2s", est)
 	}
 	w.coldSeen = now.Add(-time.Minute)
+	if est, _ := w.estimate(now, 1, true); est > 5100*time.Millisecond {
+		t.Errorf("estimate %v counts a stale cold sample", est)
+	}
+	release()
+	w.observeCold(200 * time.Millisecond)
 	if _, ok := w.estimate(now, 0, true); ok {
-		t.Error("an estimate from a stale cold sample")
+		t.Error("an estimate from a cold start alone, without a queue")
 	}
 }
 
