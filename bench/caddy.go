@@ -126,6 +126,10 @@ type caddyProc struct {
 // caddyfile is a path's configuration: three routes of the hello image.
 func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
 	route := func(name string, pool int, extra ...string) string {
+		poolLine := fmt.Sprintf("pool %d", pool)
+		if pool < 0 { // an adaptive pool: its lines are in extra
+			poolLine = "# adaptive pool"
+		}
 		var more strings.Builder
 		for _, e := range extra {
 			more.WriteString("\t\t\t" + e + "\n")
@@ -135,11 +139,16 @@ func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
 		spawn %[2]s {
 			name %[1]s
 			image_archive %[3]s
-			pool %[4]d
+			%[4]s
 			timeout 30s
 %[5]s		}
 	}
-`, name, helloRef, b.pre.helloTar, pool, more.String())
+`, name, helloRef, b.pre.helloTar, poolLine, more.String())
+	}
+	routes := route("warm", warmPool) + route("cold", 0) + route("sustained", sustainedPool) +
+		route("warm-userns", usernsPool, "userns") + route("cold-userns", 0, "userns")
+	if p.name == poolsPath {
+		routes = b.poolRoutes(route)
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -157,13 +166,11 @@ func (b *bench) caddyfile(p *pathRun, httpPort, adminPort int) string {
 
 http://127.0.0.1:%d {
 	bind 127.0.0.1
-%s%s%s%s%s	handle {
+%s	handle {
 		respond "no such route" 404
 	}
 }
-`, adminPort, nsCaddy, p.runDir, p.fastPath, p.ctrdRoot, p.state, httpPort,
-		route("warm", warmPool), route("cold", 0), route("sustained", sustainedPool),
-		route("warm-userns", usernsPool, "userns"), route("cold-userns", 0, "userns"))
+`, adminPort, nsCaddy, p.runDir, p.fastPath, p.ctrdRoot, p.state, httpPort, routes)
 }
 
 // startCaddy starts a path's Caddy and waits until it serves its
@@ -174,6 +181,7 @@ func (b *bench) startCaddy(ctx context.Context, p *pathRun) error {
 	if err != nil {
 		return err
 	}
+	p.httpPort, p.adminPort = ports[0], ports[1]
 	dir := filepath.Join(b.tmp, p.name, "caddy")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err

@@ -55,6 +55,14 @@
 //  7. thaw      — a paused container back to running: the cgroup freezer
 //     (spawner.Instance.Thaw) against containerd's Task.Resume.
 //
+// Then, in a fast-path Caddy of its own, pool policies on a bursty trace
+// (issue 11): a route getting 5 s at 20 requests/s then 10 s of nothing,
+// twice, and a second route at a steady 2/s, run against an adaptive pool
+// (pool_min 0 pool_max 8 pool_idle_timeout 3s), a fixed pool holding as many
+// idle containers on average as the adaptive one did (reloaded in after it
+// ran), and no pool: warm-hit ratio, p50/p99 and idle-container-seconds
+// (pool_idle sampled every 100 ms) for each.
+//
 // The report puts both paths side by side and checks the targets of the fast
 // path issue in this run's numbers: fast c16 ≥ 100 fresh/s and ≥ 5× the stock
 // path's c16, fast cold p50 ≤ 30 ms, fast warm p50 ≤ 2× host CGI p50; the CPU
@@ -218,7 +226,10 @@ type bench struct {
 	// The path being measured: its Caddy and a client of its containerd.
 	cur   *pathRun
 	caddy *caddyProc
-	ctrd  *client.Client
+	// fixedPools are the pools run's fixed pool sizes by route kind, set
+	// from the adaptive policy's average idle containers.
+	fixedPools map[string]int
+	ctrd       *client.Client
 
 	res       results
 	loadOrder []string // the steps, in the order of res.LoadAvgs
@@ -273,6 +284,13 @@ func (b *bench) runAll(ctx context.Context) error {
 		if err := errors.Join(runErr, stopErr); err != nil {
 			return fmt.Errorf("%s path: %w", p.name, err)
 		}
+	}
+	// Pool policies on a bursty trace, in a Caddy of their own.
+	p := b.newPath(poolsPath, "on", "task server (crun): adaptive vs fixed vs no pool")
+	b.paths = append(b.paths, p)
+	runErr := b.step(ctx, "pools", func(ctx context.Context) error { return b.runPools(ctx, p) })
+	if err := errors.Join(runErr, b.stopPath(p)); err != nil {
+		return fmt.Errorf("pools: %w", err)
 	}
 	return nil
 }

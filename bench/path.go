@@ -23,8 +23,9 @@ type pathRun struct {
 	state    string // managed containerd state: <runParent>/<id>-<name>
 	runDir   string // spawn app run_dir: <runParent>/<id>-<name>-run
 
-	caddy *caddyProc
-	ctrd  *client.Client
+	caddy               *caddyProc
+	httpPort, adminPort int
+	ctrd                *client.Client
 	// taskServers are the task server pids Caddy logged (fast path).
 	taskServers []int
 	stopped     bool // stopPath ran
@@ -62,13 +63,9 @@ func (b *bench) runPath(ctx context.Context, p *pathRun) error {
 		return err
 	}
 	b.caddy = p.caddy
-	var err error
-	p.ctrd, err = client.New(filepath.Join(p.state, "containerd.sock"),
-		client.WithDefaultNamespace(nsCaddy), client.WithTimeout(10*time.Second))
-	if err != nil {
-		return fmt.Errorf("connecting to the managed containerd: %w", err)
+	if err := b.connect(p); err != nil {
+		return err
 	}
-	b.ctrd = p.ctrd
 	if v, err := p.ctrd.Version(ctx); err == nil {
 		b.res.ContainerdVersion = v.Version
 	}
@@ -120,6 +117,18 @@ func (b *bench) runPath(ctx context.Context, p *pathRun) error {
 	}
 	// Only the pools may be left: every container a request used is gone.
 	return b.checkOnlyPooled(ctx)
+}
+
+// connect connects to the path's managed containerd.
+func (b *bench) connect(p *pathRun) error {
+	var err error
+	p.ctrd, err = client.New(filepath.Join(p.state, "containerd.sock"),
+		client.WithDefaultNamespace(nsCaddy), client.WithTimeout(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("connecting to the managed containerd: %w", err)
+	}
+	b.ctrd = p.ctrd
+	return nil
 }
 
 // checkRuntime checks from Caddy's log that the path runs as asked: the

@@ -197,12 +197,14 @@ type results struct {
 	ContainersBeforeStop int      `json:"containers_before_stop"`
 	LeftoverContainers   int      `json:"leftover_containers_after_stop"`
 
-	Quick            bool    `json:"quick"`
-	Requests         int     `json:"requests"`
-	Warmup           int     `json:"warmup"`
-	SustainedSeconds float64 `json:"sustained_seconds_per_level"`
-	ThawSamples      int     `json:"thaw_samples"`
-	WallSeconds      float64 `json:"wall_seconds"`
+	Quick bool `json:"quick"`
+	// Bursty compares pool policies on a bursty trace (fast path).
+	Bursty           []burstyResult `json:"bursty_pools,omitempty"`
+	Requests         int            `json:"requests"`
+	Warmup           int            `json:"warmup"`
+	SustainedSeconds float64        `json:"sustained_seconds_per_level"`
+	ThawSamples      int            `json:"thaw_samples"`
+	WallSeconds      float64        `json:"wall_seconds"`
 
 	NProc             int    `json:"nproc"`
 	Kernel            string `json:"kernel"`
@@ -279,6 +281,9 @@ func (b *bench) finish() {
 	r := &b.res
 	r.Paths = map[string]*pathResults{}
 	for _, p := range b.paths {
+		if p.name == poolsPath {
+			continue
+		}
 		p.res.TaskServerPids = p.taskServers
 		r.Paths[p.name] = &p.res
 	}
@@ -450,6 +455,14 @@ func (b *bench) printReport(w io.Writer) {
 			mark = "met"
 		}
 		fmt.Fprintf(w, "  %-34s %-6s (%s)\n", t.Name, mark, t.Detail)
+	}
+	if len(r.Bursty) > 0 {
+		fmt.Fprintf(w, "\npool policies on a bursty trace (fast path; burst route %d s at %.0f/s then %d s idle, steady route %.0f/s):\n", burstSeconds, burstRate, idleSeconds, steadyRate)
+		fmt.Fprintf(w, "  %-9s %-36s %8s %8s %8s %9s %9s %12s\n", "policy", "pool", "warm", "burst", "steady", "p50 ms", "p99 ms", "idle ctr·s")
+		for _, x := range r.Bursty {
+			fmt.Fprintf(w, "  %-9s %-36s %7.0f%% %7.0f%% %7.0f%% %9.1f %9.1f %12.1f\n",
+				x.Policy, x.Pool, 100*x.WarmRatio, 100*x.BurstRatio, 100*x.SteadyRatio, x.P50, x.P99, x.IdleContainerSeconds)
+		}
 	}
 	fmt.Fprintf(w, "\nload average (1, 5, 15 min) after each step:")
 	for _, k := range b.loadOrder {
