@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -87,6 +88,8 @@ type route struct {
 	fn    *spawner.Function
 	sp    *spawner.Spawner
 	pool  *spawner.Pool[*spawner.Instance]
+	// warmed is set once the pool first held its target (status.go).
+	warmed atomic.Bool
 }
 
 func newRoute(key, name string, src snapshots.Source, base spawner.Function, poolSize int) *route {
@@ -117,9 +120,13 @@ func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *sema
 		},
 		Refill: refill,
 		Logger: logger.With(zap.String("route", r.name)),
-		OnIdle: func(n int) { idle.Set(float64(n)) },
+		OnIdle: func(n int) {
+			idle.Set(float64(n))
+			r.noteIdle(n)
+		},
 	})
 	r.pool.Start()
+	r.noteIdle(0)
 	close(r.ready)
 }
 
