@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,10 @@ const (
 	defaultWarmStatusPort   = 9180
 	defaultWarmPollInterval = 500 * time.Millisecond
 	defaultWarmReportTTL    = 3 * time.Second
+	// warmTriedKey holds, in the request's replacer, the upstreams this
+	// request was sent to already: a retry (after a refusal or a dial
+	// error) goes elsewhere while another node can take it.
+	warmTriedKey = "http.reverse_proxy.spawn_warm.tried"
 	// warmForgetAfter is how long a node the pool no longer lists is
 	// still polled.
 	warmForgetAfter = time.Minute
@@ -48,7 +53,8 @@ const (
 // A request goes to the home node with the most warm containers for its
 // route; when no home node has one, to any other node that reports one
 // (spill-over); when none does, to the home node with the fewest requests
-// in flight. Nodes whose report says not ready or draining get nothing;
+// in flight. A retry of a request goes to a node it was not sent to yet,
+// while there is one. Nodes whose report says not ready or draining get nothing;
 // nodes without a fresh report (not polled yet, unreachable, or silent
 // for longer than report_ttl) are used only when no node has a fresh
 // ready report, so a fleet whose status endpoint is unreachable still
@@ -112,14 +118,20 @@ func (s *WarmSelection) Validate() error {
 // Select returns the upstream to try next, or nil when none is available.
 func (s *WarmSelection) Select(pool reverseproxy.UpstreamPool, r *http.Request, _ http.ResponseWriter) *reverseproxy.Upstream {
 	route := s.Route
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	var tried string
+	if repl != nil {
 		route = repl.ReplaceAll(s.Route, "")
+		tried, _ = repl.GetString(warmTriedKey)
 	}
 	now := time.Now()
 	s.reports.see(pool, now)
-	up := s.reports.pick(pool, route, s.Home, now)
+	up := s.reports.pick(pool, route, s.Home, splitTried(tried), now)
 	if up != nil {
 		s.reports.sent(up.Dial, route)
+		if repl != nil {
+			repl.Set(warmTriedKey, tried+up.Dial+" ")
+		}
 	}
 	return up
 }
@@ -355,11 +367,18 @@ type candidate struct {
 }
 
 // pick chooses the upstream for route among the available ones of pool.
-func (w *warmReports) pick(pool reverseproxy.UpstreamPool, route string, home int, now time.Time) *reverseproxy.Upstream {
+// Upstreams in tried count only when no other is available.
+func (w *warmReports) pick(pool reverseproxy.UpstreamPool, route string, home int, tried map[string]bool, now time.Time) *reverseproxy.Upstream {
+	untried := 0
+	for _, up := range pool {
+		if up.Available() && !tried[up.Dial] {
+			untried++
+		}
+	}
 	w.mu.Lock()
 	cands := make([]candidate, 0, len(pool))
 	for _, up := range pool {
-		if !up.Available() {
+		if !up.Available() || (untried > 0 && tried[up.Dial]) {
 			continue
 		}
 		c := candidate{up: up, weight: rendezvousWeight(route, up.Dial)}
@@ -396,6 +415,18 @@ func (w *warmReports) pick(pool reverseproxy.UpstreamPool, route string, home in
 		}
 	}
 	return chooseWarm(kept, home)
+}
+
+// splitTried is the set of upstreams in a warmTriedKey value.
+func splitTried(s string) map[string]bool {
+	if s == "" {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, d := range strings.Fields(s) {
+		m[d] = true
+	}
+	return m
 }
 
 // chooseWarm picks among cands: the home node (one of the home highest

@@ -61,7 +61,7 @@ func TestWarmPickFallback(t *testing.T) {
 	for _, route := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
 		want := homeOrder(pool, route)[0]
 		for range 3 {
-			if got := w.pick(pool, route, 2, now); got.Dial != want {
+			if got := w.pick(pool, route, 2, nil, now); got.Dial != want {
 				t.Fatalf("route %s: picked %s, want its first home %s", route, got.Dial, want)
 			}
 		}
@@ -74,14 +74,14 @@ func TestWarmPickFallback(t *testing.T) {
 				smaller = append(smaller, up)
 			}
 		}
-		if got := w.pick(smaller, route, 2, now); got.Dial != want {
+		if got := w.pick(smaller, route, 2, nil, now); got.Dial != want {
 			t.Errorf("route %s without %s: picked %s, want %s", route, last, got.Dial, want)
 		}
 	}
 	if len(homes) < 2 {
 		t.Errorf("8 routes all homed on %v: no spread", homes)
 	}
-	if got := w.pick(nil, "a", 2, now); got != nil {
+	if got := w.pick(nil, "a", 2, nil, now); got != nil {
 		t.Errorf("empty pool: picked %v, want nil", got)
 	}
 }
@@ -101,7 +101,7 @@ func TestWarmPickWarm(t *testing.T) {
 
 	var got []string
 	for range 7 {
-		up := w.pick(pool, "a", 2, now)
+		up := w.pick(pool, "a", 2, nil, now)
 		w.sent(up.Dial, "a")
 		got = append(got, up.Dial)
 	}
@@ -115,7 +115,7 @@ func TestWarmPickWarm(t *testing.T) {
 	}
 	// A new report starts the count again.
 	w.set(order[1], report(map[string]int{"a": 1}), now)
-	if up := w.pick(pool, "a", 2, now); up.Dial != order[1] {
+	if up := w.pick(pool, "a", 2, nil, now); up.Dial != order[1] {
 		t.Errorf("after a fresh report of 1 idle on %s: picked %s", order[1], up.Dial)
 	}
 }
@@ -181,7 +181,7 @@ func TestWarmPickStanding(t *testing.T) {
 			if tc.forget >= 0 {
 				w.forget(order[tc.forget])
 			}
-			up := w.pick(pool, "a", 2, now)
+			up := w.pick(pool, "a", 2, nil, now)
 			if up == nil || up.Dial != tc.want[0] {
 				t.Errorf("picked %v, want %s (home order %v)", up, tc.want[0], order)
 			}
@@ -300,5 +300,35 @@ func TestWarmValidate(t *testing.T) {
 				t.Errorf("Validate = %v, want %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestWarmSelectRetry: a retry of the same request (same replacer) goes
+// to a node it was not sent to yet, the next best; once it was sent to
+// every node, any may take it again.
+func TestWarmSelectRetry(t *testing.T) {
+	pool := fleetPool(3)
+	order := homeOrder(pool, "a")
+	// A bare replacer has no HTTP placeholders: name the route outright.
+	s := &WarmSelection{Route: "a", reports: newWarmReports(time.Minute)}
+	s.setDefaults()
+	req := httptest.NewRequest(http.MethodGet, "/a/x", nil)
+	repl := caddy.NewReplacer()
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	var got []string
+	for range 4 {
+		got = append(got, s.Select(pool, req, nil).Dial)
+	}
+	want := []string{order[0], order[1], order[2]}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("attempts went to %v, want %v first", got, want)
+		}
+	}
+	// A new request starts afresh.
+	req2 := httptest.NewRequest(http.MethodGet, "/a/y", nil)
+	req2 = req2.WithContext(context.WithValue(req2.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	if up := s.Select(pool, req2, nil); up.Dial != order[0] {
+		t.Errorf("a new request went to %s, want %s", up.Dial, order[0])
 	}
 }
