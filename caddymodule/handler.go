@@ -370,13 +370,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	// Until the program begins, no byte of the body is read: a refusal
 	// says so (refusal.go), and a fleet's front may try another node.
-	if err := refuseDraining(w, h.Name); err != nil {
+	if err := refuseDraining(w, r, h.Name); err != nil {
 		return err
 	}
 	defer thisNode.enter()()
 	leave, err := h.admit(w, r)
 	if err != nil {
-		return markRefusal(w, err)
+		return markRefusal(w, r, err)
 	}
 	defer leave()
 
@@ -384,7 +384,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	defer cancel()
 	ex := newExchange(ctx, h, w, r)
 	if err := ex.acquire(); err != nil {
-		return markRefusal(w, err)
+		return markRefusal(w, r, err)
 	}
 	defer ex.end()
 	if err := ex.begin(); err != nil {

@@ -37,19 +37,26 @@ func refusalReason(err error) string {
 
 // markRefusal sets headerRefused on w when err refuses the request before
 // its body was read, and returns err. Only steps that run before the body
-// is touched may call it.
-func markRefusal(w http.ResponseWriter, err error) error {
+// is touched may call it. A refused request with a body also closes the
+// connection: otherwise Go's server reads up to 256 KiB of the unread body
+// after the handler returns, to keep the connection, and for a client
+// that sent "Expect: 100-continue" that read sends "100 Continue", so a
+// front would send the body it could otherwise replay to another node.
+func markRefusal(w http.ResponseWriter, r *http.Request, err error) error {
 	if reason := refusalReason(err); reason != "" {
 		w.Header().Set(headerRefused, reason)
+		if r.ContentLength != 0 {
+			closeAfterReply(w, r)
+		}
 	}
 	return err
 }
 
 // refuseDraining refuses a request while this node drains.
-func refuseDraining(w http.ResponseWriter, route string) error {
+func refuseDraining(w http.ResponseWriter, r *http.Request, route string) error {
 	if !thisNode.draining.Load() {
 		return nil
 	}
 	w.Header().Set("Retry-After", "1")
-	return markRefusal(w, httpError(fmt.Errorf("route %s: %w", route, errDraining)))
+	return markRefusal(w, r, httpError(fmt.Errorf("route %s: %w", route, errDraining)))
 }

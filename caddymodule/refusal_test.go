@@ -73,6 +73,11 @@ func TestServeHTTPRefusal(t *testing.T) {
 			if tc.wantReason != "" && body.read.Load() != 0 {
 				t.Errorf("refused, but %d bytes of the body were read", body.read.Load())
 			}
+			// Closing keeps Go's server from reading the body after the
+			// handler (which would send 100 Continue).
+			if wantClose := tc.wantReason != ""; (rec.Header().Get("Connection") == "close") != wantClose {
+				t.Errorf("Connection %q on a refusal %t", rec.Header().Get("Connection"), wantClose)
+			}
 			if got := thisNode.inflight.Load(); got != 0 {
 				t.Errorf("in flight after the request: %d, want 0", got)
 			}
