@@ -27,7 +27,7 @@ RUNC_STAMP          := $(TOOLS)/.runc-$(RUNC_VERSION)
 GOLANGCI_LINT_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
 GO_SOURCES          := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration integration-stock fuzz bench soak build images tools deps host lint golden clean
+.PHONY: all run test unit integration integration-stock test-fleet fuzz bench soak build images tools deps host lint golden clean
 
 all: build
 
@@ -37,7 +37,7 @@ run: tools host images build
 	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
 
 ## test: set everything up, then lint, unit, fuzz (short), containerd integration and end-to-end tests
-test: tools lint images build unit fuzz integration integration-stock
+test: tools lint images build unit fuzz integration integration-stock test-fleet
 
 unit:
 	SPAWN_REQUIRE_QEMU=1 $(GO) test -count=1 ./...
@@ -65,6 +65,15 @@ integration-stock: tools host images build
 		$(GO) test -count=1 -p 1 -timeout 20m -tags integration -v -run '^($(STOCK_E2E))$$' ./integration/e2e/ 2>&1 | tee -a $(BUILD)/integration-stock.log | grep -E '^(--- |PASS|FAIL|ok|panic)'
 	@! grep -qE -- '^\s*--- SKIP' $(BUILD)/integration-stock.log || { echo "FAIL: real tests were skipped"; exit 1; }
 	@n=$$(grep -cE '^--- PASS: ($(STOCK_E2E)) ' $(BUILD)/integration-stock.log); [ "$$n" = 11 ] || { echo "FAIL: $$n of 11 core e2e tests passed on the stock path"; exit 1; }
+
+## test-fleet: the fleet end-to-end test (integration/fleet, build tag fleet): three CPU-capped
+## nodes in network namespaces, each its own Caddy and managed containerd, behind a front Caddy,
+## images from a registry on the lab's bridge; policy comparison, SIGKILL, restart, drain.
+test-fleet: tools host images build
+	@[ "$$(id -u)" = 0 ] || { echo "the fleet test needs root (network namespaces, containers)"; exit 1; }
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) \
+		$(GO) test -count=1 -timeout 15m -tags 'integration fleet' -v ./integration/fleet/ 2>&1 | tee $(BUILD)/fleet.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; \
+		! grep -qE -- '^\s*--- SKIP' $(BUILD)/fleet.log || { echo "FAIL: real tests were skipped"; exit 1; }
 
 ## bench: latency and throughput against host CGI and naive per-request containers
 bench: tools host images build

@@ -368,6 +368,13 @@ func (a *App) register(r *route) {
 	a.routes = append(a.routes, r)
 }
 
+// routeList returns the routes of this config.
+func (a *App) routeList() []*route {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*route(nil), a.routes...)
+}
+
 // prepare checks containerd, sweeps leftovers and readies all images.
 func (a *App) prepare(ctx context.Context) error {
 	c := a.backend.client

@@ -21,6 +21,17 @@ func init() {
 	// so it works outside a route block.
 	httpcaddyfile.RegisterDirectiveOrder("spawn", httpcaddyfile.Before, "reverse_proxy")
 	httpcaddyfile.RegisterGlobalOption("spawn", parseGlobalOption)
+	// spawn_status answers /status, /ready and /drain and passes the rest
+	// on. It is ordered after spawn, so it belongs on a site of its own
+	// (e.g. :9180), as the README's "Running a fleet" shows.
+	httpcaddyfile.RegisterHandlerDirective("spawn_status", parseStatusCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("spawn_status", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseStatusCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	s := new(StatusHandler)
+	err := s.UnmarshalCaddyfile(h.Dispenser)
+	return s, err
 }
 
 func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

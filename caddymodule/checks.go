@@ -396,3 +396,32 @@ func parseID(s string) (uint32, error) {
 	}
 	return uint32(n), nil
 }
+
+// checkWarmHome: spawn_warm's home, 1 to 64 nodes.
+func checkWarmHome(n int) error {
+	if n < 1 || n > 64 {
+		return fmt.Errorf("spawn_warm: home %d: want 1 to 64 nodes", n)
+	}
+	return nil
+}
+
+// checkWarmStatusPort: spawn_warm's status_port, a TCP port.
+func checkWarmStatusPort(p int) error {
+	if p < 1 || p > 65535 {
+		return fmt.Errorf("spawn_warm: status_port %d: want 1 to 65535", p)
+	}
+	return nil
+}
+
+// checkWarmDurations: spawn_warm's poll_interval (at least 10ms) and
+// report_ttl (longer than poll_interval, or every report would expire
+// before the next).
+func checkWarmDurations(poll, ttl caddy.Duration) error {
+	if time.Duration(poll) < 10*time.Millisecond {
+		return fmt.Errorf("spawn_warm: poll_interval %s: want at least 10ms", time.Duration(poll))
+	}
+	if ttl <= poll {
+		return fmt.Errorf("spawn_warm: report_ttl %s: want longer than poll_interval %s", time.Duration(ttl), time.Duration(poll))
+	}
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -30,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "spawn",
-		Usage: "images|ps|import <archive> [--address <socket>] [--namespace <name>]",
+		Usage: "images|ps|import <archive>|drain [--address <socket>] [--namespace <name>]",
 		Short: "Shows and manages caddy-spawn's images and containers in containerd",
 		Long: `
 Operator commands of caddy-spawn. They talk to containerd directly:
@@ -45,6 +46,11 @@ caddy-spawn).
            created, stopped), age
   import   imports a docker/OCI archive into the namespace, labelled as ours
            (routes with pull_policy missing or never then find it)
+  drain    makes a running node drain (spawn_status POST /drain at
+           --status, default http://127.0.0.1:9180): it refuses new spawn
+           requests with 503 and Spawn-Refused, and the command returns
+           when none is in flight, or fails after --timeout (default 60s);
+           a Kubernetes preStop hook
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("address", "", "containerd socket (default: the managed containerd's)")
@@ -69,6 +75,19 @@ caddy-spawn).
 					})
 				},
 			})
+			drain := &cobra.Command{
+				Use:   "drain",
+				Short: "Makes a running node refuse new spawn requests and waits for those in flight",
+				Args:  cobra.NoArgs,
+				RunE: func(c *cobra.Command, _ []string) error {
+					status, _ := c.Flags().GetString("status")
+					timeout, _ := c.Flags().GetDuration("timeout")
+					return drainNode(status, timeout, c.OutOrStdout())
+				},
+			}
+			drain.Flags().String("status", "http://127.0.0.1:9180", "the node's spawn_status site")
+			drain.Flags().Duration("timeout", defaultDrainTimeout, "how long to wait for requests in flight")
+			cmd.AddCommand(drain)
 			cmd.AddCommand(&cobra.Command{
 				Use:   "import <archive> <image-ref>",
 				Short: "Imports an image archive holding <image-ref> and unpacks it",
@@ -215,4 +234,25 @@ func frozen(ctx context.Context, c client.Container, ns string) bool {
 	}
 	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", cg, "freezer.state"))
 	return err == nil && strings.TrimSpace(string(b)) == "FROZEN"
+}
+
+// drainNode POSTs /drain to the node's status site and waits for its
+// answer: nil once no spawn request is in flight there.
+func drainNode(status string, timeout time.Duration, out io.Writer) error {
+	u := strings.TrimRight(status, "/") + "/drain?timeout=" + timeout.String()
+	cl := &http.Client{Timeout: timeout + 10*time.Second, Transport: &http.Transport{Proxy: nil}}
+	resp, err := cl.Post(u, "", nil)
+	if err != nil {
+		return fmt.Errorf("draining %s: %w", status, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch resp.StatusCode {
+	case http.StatusOK:
+		fmt.Fprintf(out, "drained: %s", body)
+		return nil
+	case http.StatusServiceUnavailable:
+		return fmt.Errorf("draining %s: requests still in flight after %s: %s", status, timeout, strings.TrimSpace(string(body)))
+	}
+	return fmt.Errorf("draining %s: status %d: %s", status, resp.StatusCode, strings.TrimSpace(string(body)))
 }

@@ -22,6 +22,7 @@ var (
 	errStartFailed    = errors.New("starting function container")
 	errClientGone     = errors.New("client went away")
 	errOverloaded     = errors.New("too many concurrent requests")
+	errDraining       = errors.New("node is draining")
 	errBodyTooLarge   = errors.New("request body too large")
 	// errResponseTooLarge: the program announced a body over
 	// max_response_bytes (one that writes past it is cut short instead).
@@ -39,7 +40,7 @@ func httpError(err error) error {
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusGatewayTimeout
-	case errors.Is(err, errOverloaded), errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable),
+	case errors.Is(err, errOverloaded), errors.Is(err, errDraining), errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable),
 		errors.Is(err, spawner.ErrImageNotReady), errors.Is(err, spawner.ErrAtCapacity):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, errBadOutput), errors.Is(err, errFailedNoOutput), errors.Is(err, errStartFailed), errors.Is(err, errResponseTooLarge):

@@ -389,9 +389,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if err := h.refuseLargeBody(w, r); err != nil {
 		return err
 	}
+	// Until the program begins, no byte of the body is read: a refusal
+	// says so (refusal.go), and a fleet's front may try another node.
+	if err := refuseDraining(w, r, h.Name); err != nil {
+		return err
+	}
+	defer thisNode.enter()()
 	leave, err := h.admit(w, r)
 	if err != nil {
-		return err
+		return markRefusal(w, r, err)
 	}
 	defer leave()
 
@@ -399,7 +405,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	defer cancel()
 	ex := newExchange(ctx, h, w, r)
 	if err := ex.acquire(); err != nil {
-		return err
+		return markRefusal(w, r, err)
 	}
 	defer ex.end()
 	if err := ex.begin(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -94,6 +95,9 @@ type route struct {
 	fn    *spawner.Function
 	sp    *spawner.Spawner
 	warm  *spawner.Pool[*spawner.Instance]
+	// warmed is set once the pool first held pool_min (or its fixed
+	// size): status.go.
+	warmed atomic.Bool
 }
 
 func newRoute(key, name string, src snapshots.Source, base spawner.Function, pool poolSpec) *route {
@@ -131,7 +135,10 @@ func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *sema
 		},
 		Refill: refill,
 		Logger: logger.With(zap.String("route", r.name)),
-		OnIdle: func(n int) { idle.Set(float64(n)) },
+		OnIdle: func(n int) {
+			idle.Set(float64(n))
+			r.noteIdle(n)
+		},
 		OnTarget: func(n, was int) {
 			target.Set(float64(n))
 			switch {
@@ -143,6 +150,7 @@ func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *sema
 		},
 	})
 	r.warm.Start()
+	r.noteIdle(0)
 	close(r.ready)
 }
 

@@ -31,6 +31,12 @@ type Options struct {
 	// LogPath is the file that keeps Caddy's stdout and stderr, besides
 	// memory.
 	LogPath string
+	// Wrapper, when set, is a command that execs Caddy in its place (its
+	// arguments follow), e.g. nsenter into a network namespace: Pid is
+	// then still Caddy's.
+	Wrapper []string
+	// Env is added to Caddy's environment.
+	Env []string
 }
 
 // Process is one running (or exited) Caddy.
@@ -58,7 +64,8 @@ func Start(o Options) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(o.Bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	argv := append(append([]string(nil), o.Wrapper...), o.Bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = o.Dir
 	cmd.Stdout = logs
 	cmd.Stderr = logs
@@ -66,6 +73,7 @@ func Start(o Options) (*Process, error) {
 		"XDG_DATA_HOME="+filepath.Join(o.Dir, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(o.Dir, "config"),
 	)
+	cmd.Env = append(cmd.Env, o.Env...)
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logs.Close()
