@@ -303,7 +303,14 @@ func startCaddyConfig(t *testing.T, port int, config string) *caddyProc {
 // launchCaddy starts the Caddy process and returns at once.
 func launchCaddy(t *testing.T, port int, config string) *caddyProc {
 	t.Helper()
-	dir := t.TempDir()
+	return launchCaddyIn(t, port, config, t.TempDir())
+}
+
+// launchCaddyIn is launchCaddy in dir, which holds Caddy's data directory:
+// a Caddy started again in the same dir finds its predecessor's data (the
+// async jobs' spool).
+func launchCaddyIn(t *testing.T, port int, config, dir string) *caddyProc {
+	t.Helper()
 	logName := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + filepath.Base(dir) + ".log"
 	proc, err := caddyproc.Start(caddyproc.Options{
 		Bin:       caddyBin,
