@@ -382,4 +382,3 @@ func routeClaims(m map[string]float64, route string) float64 {
 	return m[`caddy_spawn_claims_total{result="hit",route="`+route+`"}`] +
 		m[`caddy_spawn_claims_total{result="miss",route="`+route+`"}`]
 }
-
