@@ -71,6 +71,7 @@ func parseHandlerCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		pool_idle_timeout <duration>
 //		max_concurrent <n>
 //		queue_timeout <duration>
+//		async         off|allow|always [{ … }]  (see parseAsync)
 //	}
 //
 // Sizes are bytes or humanized ("10MiB", "1.5GB"); for max_request_body and

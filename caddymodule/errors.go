@@ -27,6 +27,11 @@ var (
 	// errResponseTooLarge: the program announced a body over
 	// max_response_bytes (one that writes past it is cut short instead).
 	errResponseTooLarge = errors.New("function response too large")
+	// Async jobs (async.go): the route's max_queued is reached; no such
+	// job on this route; the job store failed, so nothing was accepted.
+	errQueueFull   = errors.New("too many queued jobs")
+	errJobNotFound = errors.New("no such job")
+	errJobStore    = errors.New("storing job")
 )
 
 // httpError maps an error to a caddyhttp.HandlerError with the status the
@@ -40,7 +45,9 @@ func httpError(err error) error {
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusGatewayTimeout
-	case errors.Is(err, errOverloaded), errors.Is(err, errDraining), errors.Is(err, errImageNotReady), errors.Is(err, spawner.ErrUnavailable),
+	case errors.Is(err, errJobNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, errOverloaded), errors.Is(err, errDraining), errors.Is(err, errImageNotReady), errors.Is(err, errQueueFull), errors.Is(err, errJobStore), errors.Is(err, spawner.ErrUnavailable),
 		errors.Is(err, spawner.ErrImageNotReady), errors.Is(err, spawner.ErrAtCapacity):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, errBadOutput), errors.Is(err, errFailedNoOutput), errors.Is(err, errStartFailed), errors.Is(err, errResponseTooLarge):

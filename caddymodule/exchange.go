@@ -69,7 +69,9 @@ func newExchange(ctx context.Context, h *Handler, w http.ResponseWriter, r *http
 	// cat does): HTTP/1 needs full duplex for that; HTTP/2 and 3 have it.
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex()
-	return &exchange{h: h, w: w, r: r, rc: rc, ctx: ctx}
+	ex := &exchange{h: h, w: w, r: r, rc: rc, ctx: ctx}
+	noteExchange(ex)
+	return ex
 }
 
 // acquire gets a started container for the request: warm from the pool,
@@ -433,8 +435,17 @@ func (ex *exchange) recordUsage() {
 }
 
 // requestEnv is the environment sent to the init: CGI variables, then the
-// route's env, which wins.
+// route's env, which wins. An async job's attempt has its CGI variables
+// stored (asyncRun.env).
 func (ex *exchange) requestEnv() []string {
+	if run := asyncRunOf(ex.r); run != nil {
+		return run.env(ex.h.env)
+	}
+	return append(ex.cgiEnv(), ex.h.env...)
+}
+
+// cgiEnv is the request's CGI meta-variables.
+func (ex *exchange) cgiEnv() []string {
 	r := ex.r
 	cr := cgiRequest{
 		ScriptName: ex.h.ScriptName, ServerSoftware: ex.h.software,
@@ -450,8 +461,7 @@ func (ex *exchange) requestEnv() []string {
 			cr.RemoteUser = user
 		}
 	}
-	env := cgiEnv(r, cr)
-	return append(env, ex.h.env...)
+	return cgiEnv(r, cr)
 }
 
 // causeOf tells a timeout from a client that went away.

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -266,6 +267,10 @@ type Handler struct {
 	// Default: 5s.
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
 
+	// Async accepts requests as durable jobs, answered with 202 and run
+	// later with retries (see AsyncConfig). Default: off.
+	Async *AsyncConfig `json:"async,omitempty"`
+
 	app        *App
 	auth       *snapshots.Auth
 	key        string
@@ -277,6 +282,7 @@ type Handler struct {
 	env        []string
 	user       *spawner.User
 	software   string
+	async      *asyncQueue // nil unless Async is on
 }
 
 // RegistryAuth is a username and password for a registry.
@@ -328,7 +334,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			Password: repl.ReplaceKnown(h.RegistryAuth.Password, ""),
 		}
 	}
-	return h.loadRoute()
+	if err := h.loadRoute(); err != nil {
+		return err
+	}
+	return h.provisionAsync(ctx)
 }
 
 // Validate checks the configuration, naming the field at fault. Each
@@ -365,16 +374,18 @@ func (h *Handler) Validate() error {
 		ifSet(h.QueueTimeout, checkQueueTimeout),
 		checkEnv(h.Env),
 		checkScriptName(h.ScriptName),
+		h.checkAsync(),
 	)
 }
 
 // Cleanup releases the route; the last config using it drains its pool.
 func (h *Handler) Cleanup() error {
+	aerr := h.cleanupAsync()
 	if h.key == "" {
-		return nil
+		return aerr
 	}
 	_, err := routes.Delete(h.key)
-	return err
+	return errors.Join(aerr, err)
 }
 
 // ServeHTTP runs the request in a fresh container, step by step over one
@@ -395,12 +406,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return err
 	}
 	defer thisNode.enter()()
+	if handled, err := h.serveAsync(w, r); handled {
+		return err
+	}
 	leave, err := h.admit(w, r)
 	if err != nil {
 		return markRefusal(w, r, err)
 	}
 	defer leave()
+	return h.run(w, r)
+}
 
+// run serves r from one fresh container: the steps of a request once it
+// is admitted, shared by client requests and async jobs' attempts.
+func (h *Handler) run(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.Timeout))
 	defer cancel()
 	ex := newExchange(ctx, h, w, r)

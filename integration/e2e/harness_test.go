@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -303,8 +304,19 @@ func startCaddyConfig(t *testing.T, port int, config string) *caddyProc {
 // launchCaddy starts the Caddy process and returns at once.
 func launchCaddy(t *testing.T, port int, config string) *caddyProc {
 	t.Helper()
-	dir := t.TempDir()
-	logName := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + filepath.Base(dir) + ".log"
+	return launchCaddyIn(t, port, config, t.TempDir())
+}
+
+// launches numbers the Caddy processes of the test binary, so two started
+// in one directory keep separate logs.
+var launches atomic.Int64
+
+// launchCaddyIn is launchCaddy in dir, which holds Caddy's data directory:
+// a Caddy started again in the same dir finds its predecessor's data (the
+// async jobs' spool).
+func launchCaddyIn(t *testing.T, port int, config, dir string) *caddyProc {
+	t.Helper()
+	logName := fmt.Sprintf("%s-%s-%d.log", strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()), filepath.Base(dir), launches.Add(1))
 	proc, err := caddyproc.Start(caddyproc.Options{
 		Bin:       caddyBin,
 		Dir:       dir,

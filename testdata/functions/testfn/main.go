@@ -24,12 +24,16 @@
 //	connect ADDR         dials TCP ADDR (2s timeout): "connected" or "error: ..."
 //	flood N              CGI header, then N bytes of 'x' on stdout
 //	wc                   reads stdin to EOF, then answers "N bytes"
+//	sha256               reads stdin to EOF, then answers its SHA-256 in hex
+//	fail-until N         async: fails (stderr, exit 1) while SPAWN_ATTEMPT < N, then answers "ok at attempt A"
+//	job D                async: sleeps D, then answers "job <SPAWN_JOB_ID> attempt <SPAWN_ATTEMPT>"
 //
 // Unknown modes or bad arguments print a message on stderr and exit 2.
 package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -193,6 +197,29 @@ func main() {
 		}
 		header("text/plain")
 		fmt.Printf("%d bytes\n", n)
+	case "sha256":
+		h := sha256.New()
+		if _, err := io.Copy(h, os.Stdin); err != nil {
+			fail("reading stdin: " + err.Error())
+		}
+		header("text/plain")
+		fmt.Printf("%x\n", h.Sum(nil))
+	case "fail-until":
+		n := intArg(mode, args)
+		attempt, err := strconv.Atoi(os.Getenv("SPAWN_ATTEMPT"))
+		if err != nil {
+			fail("SPAWN_ATTEMPT: " + strconv.Quote(os.Getenv("SPAWN_ATTEMPT")))
+		}
+		if attempt < n {
+			fmt.Fprintf(os.Stderr, "attempt %d of %d: failing on purpose\n", attempt, n)
+			os.Exit(1)
+		}
+		header("text/plain")
+		fmt.Printf("ok at attempt %d\n", attempt)
+	case "job":
+		time.Sleep(durationArg(mode, args, 0))
+		header("text/plain")
+		fmt.Printf("job %s attempt %s\n", os.Getenv("SPAWN_JOB_ID"), os.Getenv("SPAWN_ATTEMPT"))
 	default:
 		fail("unknown mode " + strconv.Quote(mode))
 	}
