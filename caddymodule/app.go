@@ -55,7 +55,10 @@ var processOwner = spawner.NewOwnerID()
 type App struct {
 	// Address of the containerd socket to use, e.g.
 	// "/run/containerd/containerd.sock". When empty, caddy-spawn starts a
-	// managed containerd of its own (see Managed). Default: "" (managed).
+	// managed containerd of its own (see Managed). containerd 1.7 or later
+	// is needed (an older one fails the start, naming its version); the fast
+	// path needs 2.0 or later, and on 1.7 containers run on the runc shim.
+	// Default: "" (managed).
 	Address string `json:"address,omitempty"`
 
 	// Managed configures the containerd that caddy-spawn starts when no
@@ -226,8 +229,10 @@ func (a *App) Validate() error {
 
 // Start connects to (or starts) containerd, sweeps leftovers of previous
 // runs, and gets every route's image ready. A route whose image does not
-// exist fails the start. If containerd can't be reached, the start goes on:
-// requests get 503 until it is back.
+// exist fails the start, and so does a containerd older than
+// spawner.MinContainerdVersion. If containerd can't be reached, the start
+// goes on: requests get 503 until it is back (and if it then proves too
+// old, the error is logged at each retry).
 func (a *App) Start() (err error) {
 	a.warnReachableAdmin(os.Geteuid())
 	if err := a.checkDirs(); err != nil {
@@ -380,6 +385,9 @@ func (a *App) prepare(ctx context.Context) error {
 	c := a.backend.client
 	nsCtx := namespaces.WithNamespace(ctx, a.Namespace)
 	if err := a.spawner.Healthy(ctx); err != nil {
+		return err
+	}
+	if err := a.backend.checkVersion(ctx); err != nil {
 		return err
 	}
 	if err := spawner.EnsureNamespace(nsCtx, c, a.Namespace); err != nil {

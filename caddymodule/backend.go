@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -137,10 +138,63 @@ func newBackend(a *App) (*backend, error) {
 		return nil, fmt.Errorf("connecting to containerd at %s: %w", b.address, err)
 	}
 	b.client = c
+	// Ask containerd what it is: one too old is refused now. One that is
+	// down is asked again once it answers (prepare calls checkVersion).
+	vctx, vcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	v, verr := spawner.QueryContainerdVersion(vctx, c)
+	vcancel()
+	switch {
+	case verr == nil:
+		if err := v.Supported(); err != nil {
+			b.close()
+			return nil, fmt.Errorf("containerd at %s: %w", b.address, err)
+		}
+		a.logger.Info("containerd connected", zap.String("address", b.address), zap.String("version", v.Raw))
+	case !errors.Is(verr, spawner.ErrUnavailable):
+		a.logger.Warn("containerd version not understood; assuming a supported release",
+			zap.String("address", b.address), zap.Error(verr))
+	}
 	if a.FastPath != fastPathOff {
-		b.fast = a.startFastPath(b.address)
+		if verr == nil && v.FastPathSupported() != nil {
+			a.logger.Warn("fast path not available; containers run on containerd's runc shim",
+				zap.String("runtime", a.Runtime), zap.Error(v.FastPathSupported()))
+		} else {
+			b.fast = a.startFastPath(b.address)
+		}
 	}
 	return b, nil
+}
+
+// checkVersion asks containerd for its version again, as it may have been
+// down when the backend connected, or replaced since: one too old, or one
+// that cannot serve a running fast path, is an error that retrying does
+// not mend.
+func (b *backend) checkVersion(ctx context.Context) error {
+	v, err := spawner.QueryContainerdVersion(ctx, b.client)
+	if errors.Is(err, spawner.ErrUnavailable) {
+		return err
+	}
+	if err != nil {
+		return nil // not understood: assumed supported, as at connection
+	}
+	if err := v.Supported(); err != nil {
+		return fmt.Errorf("containerd at %s: %w", b.address, err)
+	}
+	if b.fast != nil {
+		if err := v.FastPathSupported(); err != nil {
+			return fmt.Errorf("containerd at %s: %w; restart Caddy to run containers on the runc shim", b.address, err)
+		}
+	}
+	return nil
+}
+
+// close closes the connection and stops a managed daemon, for a backend
+// that never served.
+func (b *backend) close() {
+	_ = b.client.Close()
+	if b.daemon != nil {
+		_ = b.daemon.Stop(context.Background())
+	}
 }
 
 // startFastPath starts the task server for the containerd at address, or

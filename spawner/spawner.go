@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -164,12 +165,19 @@ func (s *Spawner) ctx(ctx context.Context) context.Context {
 
 // Healthy reports whether containerd answers.
 func (s *Spawner) Healthy(ctx context.Context) error {
+	// IsServing waits for the connection without a deadline of its own:
+	// a containerd that is down must not hang the caller.
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
 	ok, err := s.cfg.Client.IsServing(s.ctx(ctx))
 	if err != nil || !ok {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return nil
 }
+
+// healthTimeout bounds one Healthy check.
+const healthTimeout = 5 * time.Second
 
 // EnsureNamespace creates our namespace if needed and labels it as ours.
 func EnsureNamespace(ctx context.Context, c *client.Client, ns string) error {

@@ -292,7 +292,15 @@ func startCaddy(t *testing.T, port int, sites string) *caddyProc {
 // startCaddyConfig is startCaddy with a whole Caddyfile.
 func startCaddyConfig(t *testing.T, port int, config string) *caddyProc {
 	t.Helper()
+	return startCaddyOn(t, port, "", config)
+}
+
+// startCaddyOn is startCaddyConfig for a config whose spawn app uses the
+// containerd at socket (address mode); "" is the managed one.
+func startCaddyOn(t *testing.T, port int, socket, config string) *caddyProc {
+	t.Helper()
 	p := launchCaddy(t, port, config)
+	p.socket = socket
 	t.Cleanup(p.Stop)
 	if err := p.waitServing(startTimeout); err != nil {
 		p.dumpLogs()
