@@ -28,13 +28,6 @@ const (
 	steadyRate   = 2.0
 )
 
-// poolVariant is one pool policy of the comparison; its routes are
-// burst-<name> and steady-<name>.
-type poolVariant struct {
-	name  string
-	lines []string // the routes' pool subdirectives
-}
-
 // burstyResult is one policy's figures on the trace.
 type burstyResult struct {
 	Policy      string  `json:"policy"`

@@ -427,10 +427,11 @@ func (h *Handler) jobStatus(w http.ResponseWriter, r *http.Request, id string) e
 			status = http.StatusBadGateway
 		}
 		return writeJSON(w, status, newJobDocument(j, true))
-	default:
+	case jobs.Queued, jobs.Running, jobs.Retrying:
 		hdr.Set("Retry-After", "1")
 		return writeJSON(w, http.StatusAccepted, newJobDocument(j, false))
 	}
+	return writeJSON(w, http.StatusInternalServerError, newJobDocument(j, false))
 }
 
 // writeResult sends a succeeded job's stored response.

@@ -223,8 +223,10 @@ func TestUnmarshalAsync(t *testing.T) {
 		wantErr string
 	}{
 		{name: "mode only", input: "async always", want: AsyncConfig{Mode: "always"}},
-		{name: "block", input: "async allow {\n max_retries 0\n retry_backoff 5s\n max_queued 7\n max_result_bytes 1KiB\n result_ttl 1h\n workers 4\n}",
-			want: AsyncConfig{Mode: "allow", MaxRetries: new(int), RetryBackoff: 5e9, MaxQueued: 7, MaxResultBytes: 1024, ResultTTL: 36e11, Workers: 4}},
+		{
+			name: "block", input: "async allow {\n max_retries 0\n retry_backoff 5s\n max_queued 7\n max_result_bytes 1KiB\n result_ttl 1h\n workers 4\n}",
+			want: AsyncConfig{Mode: "allow", MaxRetries: new(int), RetryBackoff: 5e9, MaxQueued: 7, MaxResultBytes: 1024, ResultTTL: 36e11, Workers: 4},
+		},
 		{name: "bad mode", input: "async maybe", wantErr: `async: mode "maybe"`},
 		{name: "no mode", input: "async", wantErr: "wrong argument count"},
 		{name: "bad retries", input: "async allow {\n max_retries 101\n}", wantErr: "async max_retries: 101"},

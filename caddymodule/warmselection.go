@@ -423,7 +423,7 @@ func splitTried(s string) map[string]bool {
 		return nil
 	}
 	m := map[string]bool{}
-	for _, d := range strings.Fields(s) {
+	for d := range strings.FieldsSeq(s) {
 		m[d] = true
 	}
 	return m

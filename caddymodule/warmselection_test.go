@@ -193,7 +193,7 @@ func TestWarmPickStanding(t *testing.T) {
 // status_port of the upstream's host, and forgets a node that stops
 // answering.
 func TestWarmPoll(t *testing.T) {
-	var st nodeStatus = report(map[string]int{"a": 4})
+	st := report(map[string]int{"a": 4})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/status" {
 			http.NotFound(w, r)
@@ -209,7 +209,7 @@ func TestWarmPoll(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.reports = newWarmReports(time.Duration(s.ReportTTL))
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go s.pollLoop(ctx)
 

@@ -293,7 +293,7 @@ func (q *Queue) Stats() Stats {
 			s.Running++
 		case Retrying:
 			s.Retrying++
-		default:
+		case Succeeded, Failed:
 			s.Finished++
 		}
 		if (j.State == Queued || j.State == Retrying) && (s.OldestQueued.IsZero() || j.Created.Before(s.OldestQueued)) {
@@ -449,17 +449,18 @@ func (q *Queue) attempt(ctx context.Context, run Runner, e *entry, j *Job) {
 		// the next start; in memory it waits for a retry.
 		log.Error("saving job state", zap.Error(err))
 	}
-	switch {
-	case j.State == Retrying:
+	switch j.State {
+	case Retrying:
 		log.Info("job attempt failed; retrying", zap.String("error", res.Error), zap.Time("next_run", j.NextRun))
 		if q.onRetry != nil {
 			q.onRetry()
 		}
-	case j.State == Failed:
+	case Failed:
 		log.Warn("job failed", zap.String("error", res.Error), zap.Int("attempts", j.Attempts))
 		if q.onFail != nil {
 			q.onFail()
 		}
+	case Queued, Running, Succeeded:
 	}
 	q.mu.Lock()
 	if cur, ok := q.jobs[j.ID]; ok && cur == e {

@@ -363,7 +363,7 @@ func scrapeMetrics(t *testing.T) map[string]float64 {
 		t.Fatal(err)
 	}
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
