@@ -11,6 +11,7 @@ SHELL := /bin/bash
 CONTAINERD_VERSION    := v2.4.2
 RUNC_VERSION          := v1.5.2
 GOLANGCI_LINT_VERSION := v2.15.0
+HELM_VERSION          := v4.3.2
 
 TOOLS   := $(CURDIR)/.tools
 BIN     := $(TOOLS)/bin
@@ -25,9 +26,10 @@ export CGO_ENABLED ?= 0
 CONTAINERD_STAMP    := $(TOOLS)/.containerd-$(CONTAINERD_VERSION)
 RUNC_STAMP          := $(TOOLS)/.runc-$(RUNC_VERSION)
 GOLANGCI_LINT_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
+HELM_STAMP          := $(TOOLS)/.helm-$(HELM_VERSION)
 GO_SOURCES          := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration integration-stock fuzz bench soak build images tools deps host lint golden clean
+.PHONY: all run test unit integration integration-stock test-chart fuzz bench soak build images tools deps host lint golden clean
 
 all: build
 
@@ -37,7 +39,7 @@ run: tools host images build
 	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
 
 ## test: set everything up, then lint, unit, fuzz (short), containerd integration and end-to-end tests
-test: tools lint images build unit fuzz integration integration-stock
+test: tools lint images build unit fuzz test-chart integration integration-stock
 
 unit:
 	SPAWN_REQUIRE_QEMU=1 $(GO) test -count=1 ./...
@@ -65,6 +67,19 @@ integration-stock: tools host images build
 		$(GO) test -count=1 -p 1 -timeout 20m -tags integration -v -run '^($(STOCK_E2E))$$' ./integration/e2e/ 2>&1 | tee -a $(BUILD)/integration-stock.log | grep -E '^(--- |PASS|FAIL|ok|panic)'
 	@! grep -qE -- '^\s*--- SKIP' $(BUILD)/integration-stock.log || { echo "FAIL: real tests were skipped"; exit 1; }
 	@n=$$(grep -cE '^--- PASS: ($(STOCK_E2E)) ' $(BUILD)/integration-stock.log); [ "$$n" = 11 ] || { echo "FAIL: $$n of 11 core e2e tests passed on the stock path"; exit 1; }
+
+## test-chart: render the Helm chart in deploy/ with the pinned helm (default values and
+## variants) and decode every object strictly into k8s.io/api types, checking its invariants
+test-chart: $(HELM_STAMP)
+	@mkdir -p $(BUILD)
+	SPAWN_HELM=$(BIN)/helm $(GO) test -count=1 -tags chart -v ./deploy/ 2>&1 | tee $(BUILD)/chart.log | grep -E '^(=== RUN|\s*--- |PASS|FAIL|ok|panic)'
+	@! grep -qE -- '^\s*--- SKIP' $(BUILD)/chart.log || { echo "FAIL: chart tests were skipped"; exit 1; }
+
+$(HELM_STAMP):
+	@mkdir -p $(BIN)
+	@echo "building helm $(HELM_VERSION) (once; ~3 min)"
+	GOBIN=$(BIN) CGO_ENABLED=0 $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	@touch $@
 
 ## bench: latency and throughput against host CGI and naive per-request containers
 bench: tools host images build
