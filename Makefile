@@ -18,6 +18,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 # (issue 12 note); 2.x is covered by the pinned CONTAINERD_VERSION.
 CONTAINERD_HOST_VERSIONS    := v1.7.35
 CONTAINERD_REFUSED_VERSION  := v1.6.36
+HELM_VERSION          := v4.3.2
 
 TOOLS   := $(CURDIR)/.tools
 BIN     := $(TOOLS)/bin
@@ -32,9 +33,10 @@ export CGO_ENABLED ?= 0
 CONTAINERD_STAMP    := $(TOOLS)/.containerd-$(CONTAINERD_VERSION)
 RUNC_STAMP          := $(TOOLS)/.runc-$(RUNC_VERSION)
 GOLANGCI_LINT_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
+HELM_STAMP          := $(TOOLS)/.helm-$(HELM_VERSION)
 GO_SOURCES          := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration integration-stock integration-address containerd-hosts test-fleet fuzz bench soak build images tools deps host lint golden clean
+.PHONY: all run test unit integration integration-stock integration-address containerd-hosts test-fleet test-chart fuzz bench soak build images tools deps host lint golden clean
 
 all: build
 
@@ -44,7 +46,7 @@ run: tools host images build
 	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
 
 ## test: set everything up, then lint, unit, fuzz (short), containerd integration and end-to-end tests
-test: tools lint images build unit fuzz integration integration-stock integration-address test-fleet
+test: tools lint images build unit fuzz test-chart integration integration-stock integration-address test-fleet
 
 unit:
 	SPAWN_REQUIRE_QEMU=1 $(GO) test -count=1 ./...
@@ -95,6 +97,18 @@ integration-address: tools host images build containerd-hosts
 	@for v in $(CONTAINERD_VERSION) $(CONTAINERD_HOST_VERSIONS); do \
 		grep -qE -- "^    --- PASS: TestAddressMode/containerd-$${v#v} " $(BUILD)/integration-address.log || { echo "FAIL: address mode did not pass against containerd $$v"; exit 1; }; \
 	done
+## test-chart: render the Helm chart in deploy/ with the pinned helm (default values and
+## variants) and decode every object strictly into k8s.io/api types, checking its invariants
+test-chart: $(HELM_STAMP)
+	@mkdir -p $(BUILD)
+	SPAWN_HELM=$(BIN)/helm $(GO) test -count=1 -tags chart -v ./deploy/ 2>&1 | tee $(BUILD)/chart.log | grep -E '^(=== RUN|\s*--- |PASS|FAIL|ok|panic)'
+	@! grep -qE -- '^\s*--- SKIP' $(BUILD)/chart.log || { echo "FAIL: chart tests were skipped"; exit 1; }
+
+$(HELM_STAMP):
+	@mkdir -p $(BIN)
+	@echo "building helm $(HELM_VERSION) (once; ~3 min)"
+	GOBIN=$(BIN) CGO_ENABLED=0 $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	@touch $@
 
 ## bench: latency and throughput against host CGI and naive per-request containers
 bench: tools host images build
