@@ -27,7 +27,7 @@ RUNC_STAMP          := $(TOOLS)/.runc-$(RUNC_VERSION)
 GOLANGCI_LINT_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
 GO_SOURCES          := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration integration-stock fuzz bench soak build images tools deps host lint golden clean
+.PHONY: all run test unit integration integration-stock test-vm fuzz bench soak build images tools deps host lint golden clean
 
 all: build
 
@@ -37,7 +37,7 @@ run: tools host images build
 	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
 
 ## test: set everything up, then lint, unit, fuzz (short), containerd integration and end-to-end tests
-test: tools lint images build unit fuzz integration integration-stock
+test: tools lint images build unit fuzz integration integration-stock test-vm
 
 unit:
 	SPAWN_REQUIRE_QEMU=1 $(GO) test -count=1 ./...
@@ -65,6 +65,29 @@ integration-stock: tools host images build
 		$(GO) test -count=1 -p 1 -timeout 20m -tags integration -v -run '^($(STOCK_E2E))$$' ./integration/e2e/ 2>&1 | tee -a $(BUILD)/integration-stock.log | grep -E '^(--- |PASS|FAIL|ok|panic)'
 	@! grep -qE -- '^\s*--- SKIP' $(BUILD)/integration-stock.log || { echo "FAIL: real tests were skipped"; exit 1; }
 	@n=$$(grep -cE '^--- PASS: ($(STOCK_E2E)) ' $(BUILD)/integration-stock.log); [ "$$n" = 11 ] || { echo "FAIL: $$n of 11 core e2e tests passed on the stock path"; exit 1; }
+
+## test-vm: the core end-to-end tests (integration/vm: fast and stock path) on a pure cgroup v2
+## host: Debian's cloud kernel (pinned, fetched with apt-get download into build/vm) under qemu,
+## KVM if it boots, else software emulation (~N min here)
+VM_KERNEL_PACKAGE := linux-image-6.1.0-50-cloud-amd64
+VM_KERNEL_VERSION := 6.1.176-1
+VM_DIR            := $(BUILD)/vm
+VM_KERNEL_STAMP   := $(VM_DIR)/.kernel-$(VM_KERNEL_VERSION)
+test-vm: tools images build $(VM_KERNEL_STAMP)
+	@[ "$$(id -u)" = 0 ] || { echo "test-vm needs root (containers in the guest, apt)"; exit 1; }
+	@command -v qemu-system-x86_64 >/dev/null || { echo "installing Debian package qemu-system-x86"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) SPAWN_VM_KERNEL=$(VM_DIR)/kernel SPAWN_VM_WORK=$(VM_DIR)/run \
+		$(GO) test -count=1 -timeout 30m -tags vm -v ./integration/vm/ 2>&1 | tee $(VM_DIR)/test-vm.log | grep -E '^(\s*--- |PASS|FAIL|ok|panic|\s+vm_test)'
+	@! grep -qE -- '^\s*--- SKIP' $(VM_DIR)/test-vm.log || { echo "FAIL: real tests were skipped"; exit 1; }
+
+$(VM_KERNEL_STAMP):
+	@mkdir -p $(VM_DIR)
+	rm -rf $(VM_DIR)/kernel
+	cd $(VM_DIR) && { apt-get download $(VM_KERNEL_PACKAGE)=$(VM_KERNEL_VERSION) || \
+		{ apt-get update -qq && apt-get download $(VM_KERNEL_PACKAGE)=$(VM_KERNEL_VERSION); }; }
+	dpkg-deb -x $(VM_DIR)/$(VM_KERNEL_PACKAGE)_$(VM_KERNEL_VERSION)_amd64.deb $(VM_DIR)/kernel
+	@touch $@
 
 ## bench: latency and throughput against host CGI and naive per-request containers
 bench: tools host images build
