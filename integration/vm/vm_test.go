@@ -365,7 +365,7 @@ func checkMode(t *testing.T, results, mode string) {
 			continue
 		}
 		t.Logf("%s path: %s passed in %s", mode, name, m[1])
-		logs := regexp.MustCompile(`(?m)^caddy-spawn-vm: log ` + mode + ` ` + name + `-\S+ task_server=(\d+)$`).FindAllStringSubmatch(section, -1)
+		logs := regexp.MustCompile(`(?m)^caddy-spawn-vm: log `+mode+` `+name+`-\S+ task_server=(\d+)$`).FindAllStringSubmatch(section, -1)
 		if len(logs) == 0 {
 			t.Errorf("%s path: no Caddy log of %s", mode, name)
 		}
