@@ -68,7 +68,7 @@ integration-stock: tools host images build
 
 ## test-vm: the core end-to-end tests (integration/vm: fast and stock path) on a pure cgroup v2
 ## host: Debian's cloud kernel (pinned, fetched with apt-get download into build/vm) under qemu,
-## KVM if it boots, else software emulation (~13 min here under emulation)
+## KVM if it boots, else software emulation (~10 min here under emulation)
 VM_KERNEL_PACKAGE := linux-image-6.1.0-50-cloud-amd64
 VM_KERNEL_VERSION := 6.1.176-1
 VM_DIR            := $(BUILD)/vm
