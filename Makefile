@@ -36,7 +36,7 @@ GOLANGCI_LINT_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
 HELM_STAMP          := $(TOOLS)/.helm-$(HELM_VERSION)
 GO_SOURCES          := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration integration-stock integration-address containerd-hosts test-fleet test-chart fuzz bench soak build images tools deps host lint golden clean
+.PHONY: all run test unit integration integration-stock integration-address containerd-hosts test-fleet test-chart test-vm fuzz bench soak build images tools deps host lint golden clean
 
 all: build
 
@@ -46,7 +46,7 @@ run: tools host images build
 	exec $(CADDY) run --config examples/Caddyfile --adapter caddyfile
 
 ## test: set everything up, then lint, unit, fuzz (short), containerd integration and end-to-end tests
-test: tools lint images build unit fuzz test-chart integration integration-stock integration-address test-fleet
+test: tools lint images build unit fuzz test-chart integration integration-stock integration-address test-fleet test-vm
 
 unit:
 	SPAWN_REQUIRE_QEMU=1 $(GO) test -count=1 ./...
@@ -108,6 +108,27 @@ $(HELM_STAMP):
 	@mkdir -p $(BIN)
 	@echo "building helm $(HELM_VERSION) (once; ~3 min)"
 	GOBIN=$(BIN) CGO_ENABLED=0 $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+## test-vm: the core end-to-end tests (integration/vm: fast and stock path) on a pure cgroup v2
+## host: Debian's cloud kernel (pinned, fetched with apt-get download into build/vm) under qemu,
+## KVM if it boots, else software emulation (~10 min here under emulation)
+VM_KERNEL_PACKAGE := linux-image-6.1.0-50-cloud-amd64
+VM_KERNEL_VERSION := 6.1.176-1
+VM_DIR            := $(BUILD)/vm
+VM_KERNEL_STAMP   := $(VM_DIR)/.kernel-$(VM_KERNEL_VERSION)
+test-vm: tools images build $(VM_KERNEL_STAMP)
+	@[ "$$(id -u)" = 0 ] || { echo "test-vm needs root (containers in the guest, apt)"; exit 1; }
+	@command -v qemu-system-x86_64 >/dev/null || { echo "installing Debian package qemu-system-x86"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) SPAWN_VM_KERNEL=$(VM_DIR)/kernel SPAWN_VM_WORK=$(VM_DIR)/run \
+		$(GO) test -count=1 -timeout 30m -tags vm -v ./integration/vm/ 2>&1 | tee $(VM_DIR)/test-vm.log | grep -E '^(\s*--- |PASS|FAIL|ok|panic|\s+vm_test)'
+	@! grep -qE -- '^\s*--- SKIP' $(VM_DIR)/test-vm.log || { echo "FAIL: real tests were skipped"; exit 1; }
+
+$(VM_KERNEL_STAMP):
+	@mkdir -p $(VM_DIR)
+	rm -rf $(VM_DIR)/kernel
+	cd $(VM_DIR) && { apt-get download $(VM_KERNEL_PACKAGE)=$(VM_KERNEL_VERSION) || \
+		{ apt-get update -qq && apt-get download $(VM_KERNEL_PACKAGE)=$(VM_KERNEL_VERSION); }; }
+	dpkg-deb -x $(VM_DIR)/$(VM_KERNEL_PACKAGE)_$(VM_KERNEL_VERSION)_amd64.deb $(VM_DIR)/kernel
 	@touch $@
 
 ## bench: latency and throughput against host CGI and naive per-request containers

@@ -204,7 +204,8 @@ func (a *App) startFastPath(address string) *spawner.FastPath {
 	if a.Managed != nil {
 		state = filepath.Join(a.Managed.State, "task-server")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// As long as the task server may take to serve (spawner's readyTimeout).
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	fp, err := spawner.StartFastPath(ctx, spawner.FastPathConfig{
 		StateDir: state, Crun: a.CrunBinary, Containerd: address,

@@ -13,7 +13,9 @@ import (
 )
 
 // readyTimeout bounds how long a supervised child may take to serve.
-const readyTimeout = 30 * time.Second
+// Generous: on a slow host (software emulation, `make test-vm`) a task
+// server that first sweeps a crashed one's containers took over 30 s.
+const readyTimeout = 60 * time.Second
 
 // child is a long-lived child process we supervise — the managed containerd,
 // the fast path's task server: started and waited for until it serves,

@@ -299,9 +299,12 @@ func TestStreamingOrder(t *testing.T) {
 // streaming (response cut short); either way the request's container goes.
 func TestTimeout(t *testing.T) {
 	port := freePort(t)
+	// The route's timeout is scaled too: the test must see the program
+	// run before the timeout ends it.
+	timeout := "timeout " + scaled(2*time.Second).String()
 	p := startCaddy(t, port, site(port,
-		testfnRoute("/sleep", "sleeper", "sleep 1h", "timeout 2s"),
-		testfnRoute("/spin", "spinner", "spin", "timeout 2s"),
+		testfnRoute("/sleep", "sleeper", "sleep 1h", timeout),
+		testfnRoute("/spin", "spinner", "spin", timeout),
 	))
 
 	t.Run("before the header", func(t *testing.T) {

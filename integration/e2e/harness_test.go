@@ -12,6 +12,10 @@
 // binary) and SPAWN_IMAGES (the directory with hello.tar, shell.tar and
 // testfn.tar). Without them TestMain fails loudly: the build tag is the
 // opt-in, and a skipped end-to-end test would read as green.
+//
+// SPAWN_E2E_TIMEOUT_SCALE (default 1) multiplies the harness's timeouts
+// for a slow host (the emulated VM of integration/vm); SPAWN_E2E_LOGS
+// names a directory for the Caddy logs, kept even when all tests pass.
 package e2e
 
 import (
@@ -84,8 +88,13 @@ var (
 	runDir    string // /run/caddy-spawn-e2e/<hex>-run
 	tmpRoot   string
 	// logDir keeps each Caddy's output; it is removed only when all tests
-	// pass.
-	logDir string
+	// pass, unless SPAWN_E2E_LOGS named it.
+	logDir   string
+	keepLogs bool
+	// timeScale multiplies every timeout of the harness: SPAWN_E2E_TIMEOUT_SCALE
+	// (default 1), for slow hosts such as the software-emulated VM of
+	// `make test-vm`. Timeouts bound waits; they never measure speed.
+	timeScale = 1.0
 )
 
 func TestMain(m *testing.M) {
@@ -107,6 +116,9 @@ func TestMain(m *testing.M) {
 	}
 	id := randHex(8)
 	logDir = filepath.Join(os.TempDir(), "caddy-spawn-e2e-logs-"+id)
+	if dir := os.Getenv("SPAWN_E2E_LOGS"); dir != "" {
+		logDir, keepLogs = dir, true
+	}
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: FAIL: creating log dir: %v\n", err)
 		os.Exit(1)
@@ -142,7 +154,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	_ = os.Remove("/run/caddy-spawn-e2e") // only if empty: other runs may use it
-	if code == 0 {
+	if code == 0 && !keepLogs {
 		_ = os.RemoveAll(logDir)
 	} else {
 		fmt.Fprintf(os.Stderr, "e2e: Caddy logs kept in %s\n", logDir)
@@ -153,6 +165,13 @@ func TestMain(m *testing.M) {
 func checkPrerequisites() error {
 	if os.Geteuid() != 0 {
 		return errors.New("end-to-end tests need root (they run containers)")
+	}
+	if v := os.Getenv("SPAWN_E2E_TIMEOUT_SCALE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 1 {
+			return fmt.Errorf("SPAWN_E2E_TIMEOUT_SCALE=%q: want a number >= 1", v)
+		}
+		timeScale = f
 	}
 	caddyBin = os.Getenv("SPAWN_CADDY")
 	if caddyBin == "" {
@@ -177,6 +196,9 @@ func checkPrerequisites() error {
 	}
 	return nil
 }
+
+// scaled is timeout d on this host: d times SPAWN_E2E_TIMEOUT_SCALE.
+func scaled(d time.Duration) time.Duration { return time.Duration(float64(d) * timeScale) }
 
 func randHex(n int) string {
 	b := make([]byte, n/2)
@@ -353,7 +375,7 @@ func launchCaddyIn(t *testing.T, port int, config, dir string) *caddyProc {
 // waitServing waits until Caddy has started all apps (its "serving initial
 // configuration" log line) and its HTTP port accepts connections.
 func (p *caddyProc) waitServing(timeout time.Duration) error {
-	return p.proc.WaitServing(context.Background(), p.hostPort(), timeout)
+	return p.proc.WaitServing(context.Background(), p.hostPort(), scaled(timeout))
 }
 
 func (p *caddyProc) hostPort() string { return "127.0.0.1:" + strconv.Itoa(p.port) }
@@ -416,7 +438,7 @@ func (p *caddyProc) containerd() (*client.Client, error) {
 			sock = p.socket
 		}
 		p.ctrd, p.ctrdErr = client.New(sock,
-			client.WithDefaultNamespace(namespace), client.WithTimeout(5*time.Second))
+			client.WithDefaultNamespace(namespace), client.WithTimeout(scaled(5*time.Second)))
 	})
 	if p.ctrdErr != nil {
 		return nil, fmt.Errorf("connecting to the managed containerd: %w", p.ctrdErr)
@@ -484,7 +506,7 @@ func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), 10*time.Second)
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
 	defer cancel()
 	cs, err := c.Containers(ctx, managedFilter)
 	if err != nil {
@@ -514,7 +536,7 @@ func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 
 // managedLeases lists the IDs of leases carrying the managed label.
 func (p *caddyProc) managedLeases() ([]string, error) {
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), 10*time.Second)
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
 	defer cancel()
 	c, err := p.containerd()
 	if err != nil {
@@ -623,7 +645,7 @@ func (p *caddyProc) stop() {
 	if p.ctrd != nil {
 		_ = p.ctrd.Close()
 	}
-	if err := p.proc.Stop(30 * time.Second); err != nil {
+	if err := p.proc.Stop(scaled(30 * time.Second)); err != nil {
 		t.Error(err)
 	}
 	if pid, ok := p.daemonPID(); ok {
@@ -674,10 +696,11 @@ func processesMentioning(marker string) []string {
 // dirs.
 func mountsUnder(dirs ...string) []string { return hostprobe.MountsUnder(dirs...) }
 
-// eventually polls cond until it holds or timeout passes; then it fails the
-// test with cond's last message.
+// eventually polls cond until it holds or timeout (scaled) passes; then it
+// fails the test with cond's last message.
 func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
+	timeout = scaled(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, msg := cond()
@@ -695,6 +718,7 @@ func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string))
 // waitLog waits for a log entry like Log.Find's and fails the test without one.
 func (p *caddyProc) waitLog(t *testing.T, timeout time.Duration, msg string, fields map[string]string) map[string]any {
 	t.Helper()
+	timeout = scaled(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		if e, ok := p.logs.Find(msg, fields); ok {
