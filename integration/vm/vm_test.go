@@ -259,9 +259,7 @@ func runQEMU(t *testing.T, in inputs, image, results, console, accel string, pro
 	booted := make(chan struct{})
 	var once sync.Once
 	var lines sync.WaitGroup
-	lines.Add(1)
-	go func() {
-		defer lines.Done()
+	lines.Go(func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -270,12 +268,12 @@ func runQEMU(t *testing.T, in inputs, image, results, console, accel string, pro
 			if strings.Contains(line, bootMarker) {
 				once.Do(func() { close(booted) })
 			}
-			if strings.HasPrefix(line, "caddy-spawn-vm: ") {
-				t.Logf("guest: %s", strings.TrimPrefix(line, "caddy-spawn-vm: "))
+			if msg, ok := strings.CutPrefix(line, "caddy-spawn-vm: "); ok {
+				t.Logf("guest: %s", msg)
 			}
 		}
 		_, _ = io.Copy(log, stdout)
-	}()
+	})
 	if probe > 0 {
 		select {
 		case <-booted:
@@ -338,12 +336,11 @@ func checkHost(t *testing.T, results string) {
 func checkMode(t *testing.T, results, mode string) {
 	t.Helper()
 	begin := "caddy-spawn-vm: begin " + mode + "\n"
-	i := strings.Index(results, begin)
-	if i < 0 {
+	_, section, found := strings.Cut(results, begin)
+	if !found {
 		t.Errorf("%s path: the guest never started its run", mode)
 		return
 	}
-	section := results[i+len(begin):]
 	end := regexp.MustCompile(`caddy-spawn-vm: end ` + mode + ` exit (\d+)\n`).FindStringSubmatchIndex(section)
 	if end == nil {
 		t.Errorf("%s path: the run did not finish (no end marker)", mode)
