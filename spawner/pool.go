@@ -357,6 +357,7 @@ func (p *Pool[T]) signal() {
 func (p *Pool[T]) refillLoop() {
 	defer p.wg.Done()
 	backoff := time.Duration(0)
+	var retryAt time.Time // when backing off ends: ticks and kicks must not push it back
 	failures := 0
 	var tick <-chan time.Time
 	if p.adaptive {
@@ -388,7 +389,7 @@ func (p *Pool[T]) refillLoop() {
 		}
 		var retry <-chan time.Time
 		if backoff > 0 {
-			retry = time.After(backoff)
+			retry = time.After(time.Until(retryAt))
 		}
 		select {
 		case <-p.ctx.Done():
@@ -418,6 +419,7 @@ func (p *Pool[T]) refillLoop() {
 			p.uncharge(1)
 			failures++
 			backoff = min(time.Duration(1<<min(failures, 7))*50*time.Millisecond, 5*time.Second)
+			retryAt = time.Now().Add(backoff)
 			if failures == 1 || failures%20 == 0 {
 				p.log.Warn("refilling pool", zap.Int("failures", failures), zap.Duration("retry_in", backoff), zap.Error(res.err))
 			}

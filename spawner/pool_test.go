@@ -345,3 +345,21 @@ func TestPoolsShareWarmBudget(t *testing.T) {
 		t.Errorf("busy pool's target %d not above the quiet one's %d", b, q)
 	}
 }
+
+// TestPoolRetriesThroughTicks: an adaptive pool's back-off after failed
+// creations ends on time, although its resize ticks wake the loop more
+// often than the back-off lasts (a timer restarted at every wake-up never
+// fired: the pool stayed empty after containerd came back).
+func TestPoolRetriesThroughTicks(t *testing.T) {
+	ff := &fakeFactory{}
+	ff.fail.Store(true)
+	p := NewPool(PoolConfig[*fakeInst]{
+		Min: 2, Max: 2, Budget: NewWarmBudget(0, nil), MemoryBytes: 1,
+		Create: ff.create, Refill: semaphore.NewWeighted(2),
+	})
+	p.Start()
+	defer p.Close(context.Background())
+	time.Sleep(1500 * time.Millisecond) // back-off now well above resizeEvery
+	ff.fail.Store(false)
+	eventually(t, "the pool to fill once creations succeed", func() bool { return p.Idle() == 2 })
+}
