@@ -265,21 +265,7 @@ func testAddressCore(t *testing.T, d *hostContainerd, run string) {
 	const requests = 8
 	for i := range requests {
 		p.waitPoolFull(t, "marker", 2)
-		resp, body := p.get(t, "/marker")
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("request %d: status %d body %q", i, resp.StatusCode, body)
-		}
-		if got := resp.Header.Get("X-Spawn-Start"); got != "warm" {
-			t.Errorf("request %d: start type %q, want warm (the pool was full)", i, got)
-		}
-		id := resp.Header.Get("X-Spawn-Container")
-		if id == "" || seen[id] {
-			t.Fatalf("request %d: container %q reused or unknown: containers must be single-use", i, id)
-		}
-		seen[id] = true
-		if !strings.Contains(string(body), "seen-marker=false") {
-			t.Fatalf("request %d (%s) saw a previous request's marker: %q", i, id, body)
-		}
+		p.markerWarmSingleUse(t, i, seen)
 	}
 	p.Stop()
 }

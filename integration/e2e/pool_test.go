@@ -42,6 +42,30 @@ func (p *caddyProc) waitPoolFull(t *testing.T, route string, n int) []string {
 	return ids
 }
 
+// markerWarmSingleUse sends request i to the marker route, whose pool is
+// full, and checks it got a warm container none of seen had, that saw no
+// earlier request's marker file; it adds the container to seen and
+// returns the body.
+func (p *caddyProc) markerWarmSingleUse(t *testing.T, i int, seen map[string]bool) []byte {
+	t.Helper()
+	resp, body := p.get(t, "/marker")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("request %d: status %d body %q", i, resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("X-Spawn-Start"); got != "warm" {
+		t.Errorf("request %d: start type %q, want warm (the pool was full)", i, got)
+	}
+	id := resp.Header.Get("X-Spawn-Container")
+	if id == "" || seen[id] {
+		t.Fatalf("request %d: container %q reused or unknown: containers must be single-use", i, id)
+	}
+	seen[id] = true
+	if !strings.Contains(string(body), "seen-marker=false") {
+		t.Fatalf("request %d (%s) saw a previous request's marker: %q", i, id, body)
+	}
+	return body
+}
+
 // TestPoolSingleUse: every warm request gets a container nobody used
 // before: a marker file written by the previous request is never seen.
 func TestPoolSingleUse(t *testing.T) {
@@ -52,21 +76,7 @@ func TestPoolSingleUse(t *testing.T) {
 	pids := map[string]int{}
 	for i := range requests {
 		p.waitPoolFull(t, "marker", pool)
-		resp, body := p.get(t, "/marker")
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("request %d: status %d body %q", i, resp.StatusCode, body)
-		}
-		if got := resp.Header.Get("X-Spawn-Start"); got != "warm" {
-			t.Errorf("request %d: start type %q, want warm (the pool was full)", i, got)
-		}
-		id := resp.Header.Get("X-Spawn-Container")
-		if id == "" || containers[id] {
-			t.Fatalf("request %d: container %q reused or unknown: containers must be single-use", i, id)
-		}
-		containers[id] = true
-		if !strings.Contains(string(body), "seen-marker=false") {
-			t.Fatalf("request %d (%s) saw a previous request's marker: %q", i, id, body)
-		}
+		body := p.markerWarmSingleUse(t, i, containers)
 		if m := regexp.MustCompile(`pid=(\d+)`).FindSubmatch(body); m != nil {
 			pids[string(m[1])]++
 		}
