@@ -107,6 +107,64 @@ func initMetrics(registry *prometheus.Registry) error {
 	return nil
 }
 
+// poolGauges sets pool_idle and pool_target per route name to the sum over
+// the live routes of that name: a reload that changes a route starts its
+// new pool while the old one still drains, both under the same name, and
+// the old one's end must neither zero nor delete the new one's series.
+var poolGauges = &routeGauges{live: map[string]map[*route]poolCounts{}}
+
+type routeGauges struct {
+	mu   sync.Mutex
+	live map[string]map[*route]poolCounts
+}
+
+type poolCounts struct{ idle, target int }
+
+// update changes r's counts with f and sets its name's gauges to the sum.
+func (g *routeGauges) update(r *route, f func(*poolCounts)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	byRoute := g.live[r.name]
+	if byRoute == nil {
+		byRoute = map[*route]poolCounts{}
+		g.live[r.name] = byRoute
+	}
+	c := byRoute[r]
+	f(&c)
+	byRoute[r] = c
+	g.publish(r.name)
+}
+
+// remove forgets r; its name's series go once no live route has it.
+func (g *routeGauges) remove(r *route) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.live[r.name], r)
+	if len(g.live[r.name]) == 0 {
+		delete(g.live, r.name)
+		if spawnMetrics.poolIdle != nil {
+			spawnMetrics.poolIdle.DeleteLabelValues(r.name)
+			spawnMetrics.poolTarget.DeleteLabelValues(r.name)
+		}
+		return
+	}
+	g.publish(r.name)
+}
+
+// publish sets name's gauges; call with g.mu held.
+func (g *routeGauges) publish(name string) {
+	if spawnMetrics.poolIdle == nil {
+		return
+	}
+	var sum poolCounts
+	for _, c := range g.live[name] {
+		sum.idle += c.idle
+		sum.target += c.target
+	}
+	spawnMetrics.poolIdle.WithLabelValues(name).Set(float64(sum.idle))
+	spawnMetrics.poolTarget.WithLabelValues(name).Set(float64(sum.target))
+}
+
 func exitCodeLabel(code uint32) string {
 	if code > 255 {
 		return "other"

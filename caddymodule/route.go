@@ -118,8 +118,6 @@ func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *sema
 	fn.Image = img
 	r.fn = &fn
 	r.sp = sp
-	idle := spawnMetrics.poolIdle.WithLabelValues(r.name)
-	target := spawnMetrics.poolTarget.WithLabelValues(r.name)
 	up, down := spawnMetrics.poolScale.WithLabelValues(r.name, "up"), spawnMetrics.poolScale.WithLabelValues(r.name, "down")
 	mem := fn.MemoryBytes
 	if mem == 0 {
@@ -136,11 +134,11 @@ func (r *route) setReady(img *snapshots.Ready, sp *spawner.Spawner, refill *sema
 		Refill: refill,
 		Logger: logger.With(zap.String("route", r.name)),
 		OnIdle: func(n int) {
-			idle.Set(float64(n))
+			poolGauges.update(r, func(c *poolCounts) { c.idle = n })
 			r.noteIdle(n)
 		},
 		OnTarget: func(n, was int) {
-			target.Set(float64(n))
+			poolGauges.update(r, func(c *poolCounts) { c.target = n })
 			switch {
 			case n > was:
 				up.Inc()
@@ -222,8 +220,7 @@ func (r *route) Destruct() error {
 		defer cancel()
 		pool.Close(ctx)
 	}
-	spawnMetrics.poolIdle.DeleteLabelValues(r.name)
-	spawnMetrics.poolTarget.DeleteLabelValues(r.name)
+	poolGauges.remove(r)
 	return nil
 }
 

@@ -22,9 +22,13 @@ func TestDemandRateAndWant(t *testing.T) {
 	if r := d.rate(now, longWindow); r < 1.2 || r > 1.4 {
 		t.Errorf("30 s rate = %.2f, want 40/30", r)
 	}
-	// 20/s × 0.5 s refill × headroom 2 = 20, plus one.
-	if got := d.want(now, 500*time.Millisecond, time.Minute); got != 21 {
-		t.Errorf("want = %d, want 21", got)
+	// 20/s × 0.5 s refill × headroom 2 = 20.
+	if got := d.want(now, 500*time.Millisecond, time.Minute); got != 20 {
+		t.Errorf("want = %d, want 20", got)
+	}
+	// A low rate still keeps one: 20/s × 10 ms × 2 = 0.4.
+	if got := d.want(now, 10*time.Millisecond, time.Minute); got != 1 {
+		t.Errorf("want at a low rate = %d, want 1", got)
 	}
 	// The burst is over: the long window still remembers it, so the pool
 	// shrinks slowly.

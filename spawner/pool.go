@@ -262,13 +262,20 @@ func (p *Pool[T]) arrive() {
 }
 
 // missed grows an adaptive pool at once when a claim found it empty: to
-// twice its target (at least one more), within Max.
+// twice its target (at least one more), within Max — or by one while
+// refills are on their way, as then the pool is not too small but filling:
+// doubling on every miss of a burst's first second overshot to pool_max,
+// and the containers made late sat idle once the burst was over.
 func (p *Pool[T]) missed() {
 	if !p.adaptive || p.cfg.Min == p.cfg.Max {
 		return
 	}
 	p.mu.Lock()
-	p.desired = min(p.cfg.Max, max(p.desired+1, 2*p.desired))
+	if p.creating > 0 {
+		p.desired = min(p.cfg.Max, p.desired+1)
+	} else {
+		p.desired = min(p.cfg.Max, max(p.desired+1, 2*p.desired))
+	}
 	p.setTarget(p.allowance())
 	p.mu.Unlock()
 	p.signal()

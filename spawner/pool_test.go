@@ -252,7 +252,8 @@ func (ff *fakeFactory) destroyedCount() int {
 // and under a steady claim rate, and after its idle timeout goes back to
 // Min, destroying what it held.
 func TestPoolAdaptiveScales(t *testing.T) {
-	ff := &fakeFactory{delay: 5 * time.Millisecond}
+	// Creations take 30 ms: claims every 20 ms need 50/s × 30 ms × 2 = 3.
+	ff := &fakeFactory{delay: 30 * time.Millisecond}
 	var targets []int
 	var mu sync.Mutex
 	p := NewPool(PoolConfig[*fakeInst]{
@@ -362,4 +363,32 @@ func TestPoolRetriesThroughTicks(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // back-off now well above resizeEvery
 	ff.fail.Store(false)
 	eventually(t, "the pool to fill once creations succeed", func() bool { return p.Idle() == 2 })
+}
+
+// TestPoolMissesWhileFilling: misses that find refills on their way grow
+// the pool by one each, not twice over — six misses in a burst's first
+// instant leave the target near the claims seen, not at Max.
+func TestPoolMissesWhileFilling(t *testing.T) {
+	ff := &fakeFactory{delay: 300 * time.Millisecond}
+	p := NewPool(PoolConfig[*fakeInst]{
+		Min: 0, Max: 32, IdleTimeout: time.Minute,
+		Create: ff.create, Refill: semaphore.NewWeighted(8),
+	})
+	p.Start()
+	defer p.Close(context.Background())
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() {
+			if _, warm, err := p.Acquire(context.Background()); err != nil || warm {
+				t.Errorf("claim %d: warm %t, %v; want a cold start", i, warm, err)
+			}
+		})
+		time.Sleep(10 * time.Millisecond) // each finds the previous one's refill under way
+	}
+	wg.Wait()
+	// Doubling on each miss would be 1, 2, 4, 8, 16, 32; one more per
+	// miss while filling is 6 (the demand estimate asks for less).
+	if tg := p.Target(); tg < 2 || tg > 6 {
+		t.Errorf("target after six misses while filling = %d, want 2..6", tg)
+	}
 }
