@@ -139,6 +139,7 @@ type config struct {
 	sustained time.Duration // time per concurrency level of the sustained run
 	levels    []int         // concurrency levels of the sustained run
 	thaw      int           // samples per thaw method
+	only      string        // "": every step; "paths" or "pools": that part alone
 }
 
 func main() {
@@ -148,9 +149,14 @@ func main() {
 func run() int {
 	quick := flag.Bool("quick", false, "smoke run: ~30 requests per latency series and 2 s per sustained level instead of 200 and 8 s")
 	out := flag.String("out", "", "where to write the results (default: bench/results.json in the repository)")
+	only := flag.String("only", "", "run one part: paths (host CGI, fast and stock paths) or pools (the bursty pool comparison)")
 	flag.Parse()
+	if *only != "" && *only != "paths" && *only != "pools" {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want paths or pools\n", *only)
+		return 2
+	}
 
-	cfg := config{quick: *quick, out: *out, warmup: 10, requests: 200, sustained: 8 * time.Second, levels: []int{1, 4, 16}, thaw: 50}
+	cfg := config{quick: *quick, out: *out, warmup: 10, requests: 200, sustained: 8 * time.Second, levels: []int{1, 4, 16}, thaw: 50, only: *only}
 	if cfg.quick {
 		cfg.warmup, cfg.requests, cfg.sustained, cfg.thaw = 3, 30, 2*time.Second, 30
 	}
@@ -267,7 +273,28 @@ func (b *bench) runAll(ctx context.Context) error {
 		},
 	}
 
+	if b.cfg.only != "pools" {
+		if err := b.runPaths(ctx); err != nil {
+			return err
+		}
+	}
+	if b.cfg.only == "paths" {
+		return nil
+	}
+	// Pool policies on a bursty trace, in a Caddy of their own.
+	p := b.newPath(poolsPath, "on", "task server (crun): adaptive vs fixed vs no pool")
+	b.paths = append(b.paths, p)
+	runErr := b.step(ctx, "pools", func(ctx context.Context) error { return b.runPools(ctx, p) })
+	if err := errors.Join(runErr, b.stopPath(p)); err != nil {
+		return fmt.Errorf("pools: %w", err)
+	}
+	return nil
+}
+
+// runPaths measures host CGI, then the fast and the stock path.
+func (b *bench) runPaths(ctx context.Context) error {
 	progress("building the hello function for the host")
+	var err error
 	if b.helloBin, err = buildHello(ctx, b.pre.repo, b.tmp); err != nil {
 		return err
 	}
@@ -284,13 +311,6 @@ func (b *bench) runAll(ctx context.Context) error {
 		if err := errors.Join(runErr, stopErr); err != nil {
 			return fmt.Errorf("%s path: %w", p.name, err)
 		}
-	}
-	// Pool policies on a bursty trace, in a Caddy of their own.
-	p := b.newPath(poolsPath, "on", "task server (crun): adaptive vs fixed vs no pool")
-	b.paths = append(b.paths, p)
-	runErr := b.step(ctx, "pools", func(ctx context.Context) error { return b.runPools(ctx, p) })
-	if err := errors.Join(runErr, b.stopPath(p)); err != nil {
-		return fmt.Errorf("pools: %w", err)
 	}
 	return nil
 }

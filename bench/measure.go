@@ -309,6 +309,7 @@ func (b *bench) runSustained(ctx context.Context) error {
 		lv.P50, lv.P99 = st.p50, st.p99
 		lv.CPUSeconds = round(used.wall.Seconds())
 		lv.CPUMs = round(used.allMs)
+		lv.StealPercent = stealPercent(used)
 		lv.ClientCPUMs = round(used.selfMs)
 		net := max(0, used.allMs-idleRate*used.wall.Seconds())
 		if lv.Requests > 0 {

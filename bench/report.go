@@ -63,7 +63,11 @@ type sustainedLevel struct {
 	PerSecond   float64 `json:"per_s"`
 	P50         float64 `json:"p50_ms"`
 	P99         float64 `json:"p99_ms"`
-	// CPU: all CPUs (/proc/stat, everything but idle and iowait) from the
+	// StealPercent is the share of the machine's CPU time the hypervisor
+	// gave to other guests over the level's window (/proc/stat steal):
+	// high steal slows every figure of the run.
+	StealPercent float64 `json:"steal_percent"`
+	// CPU: all CPUs (/proc/stat, everything but idle, iowait and steal) from the
 	// first request until the pool was full again and the used containers
 	// removed (CPUSeconds of wall time), and per container served; the bench
 	// process's own share (its HTTP client and polls) beside it.
@@ -199,12 +203,16 @@ type results struct {
 
 	Quick bool `json:"quick"`
 	// Bursty compares pool policies on a bursty trace (fast path).
-	Bursty           []burstyResult `json:"bursty_pools,omitempty"`
-	Requests         int            `json:"requests"`
-	Warmup           int            `json:"warmup"`
-	SustainedSeconds float64        `json:"sustained_seconds_per_level"`
-	ThawSamples      int            `json:"thaw_samples"`
-	WallSeconds      float64        `json:"wall_seconds"`
+	Bursty []burstyResult `json:"bursty_pools,omitempty"`
+	// PoolsVerdict compares adaptive with the fixed pools of equal idle
+	// memory on the trace.
+	PoolsVerdict string `json:"pools_verdict,omitempty"`
+
+	Requests         int     `json:"requests"`
+	Warmup           int     `json:"warmup"`
+	SustainedSeconds float64 `json:"sustained_seconds_per_level"`
+	ThawSamples      int     `json:"thaw_samples"`
+	WallSeconds      float64 `json:"wall_seconds"`
 
 	NProc             int    `json:"nproc"`
 	Kernel            string `json:"kernel"`
@@ -350,11 +358,26 @@ func (b *bench) printReport(w io.Writer) {
 	}
 	fmt.Fprint(w, "\n\n")
 	fast, stock := r.Paths["fast"], r.Paths["stock"]
-	if fast == nil || stock == nil {
+	if fast != nil && stock != nil {
+		b.printPaths(w, fast, stock)
+	} else if b.cfg.only != "pools" {
 		fmt.Fprintln(w, "(a path is missing: no comparison)")
-		return
 	}
+	b.printBursty(w)
+	fmt.Fprintf(w, "\nload average (1, 5, 15 min) after each step:")
+	for _, k := range b.loadOrder {
+		fmt.Fprintf(w, " %s %s;", k, r.LoadAvgs[k])
+	}
+	fmt.Fprintf(w, "\ncleanup: %d pooled containers before the stops; %d containers left after them; each path's Caddy, containerd, shims or task server, mounts, cgroups and directories checked gone before the next\n",
+		r.ContainersBeforeStop, r.LeftoverContainers)
+	if r.Errors > 0 {
+		fmt.Fprintf(w, "errors: %d requests failed; first: %s\n", r.Errors, strings.Join(b.errSample, "; "))
+	}
+}
 
+// printPaths prints the fast path against the stock path, and the targets.
+func (b *bench) printPaths(w io.Writer, fast, stock *pathResults) {
+	r := &b.res
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "same run, same machine\tfast path\tstock path\tfast/stock\t")
 	fmt.Fprintf(tw, "runs containers on\t%s\t%s\t\t\n", "task server + crun", "runc v2 shim + runc")
@@ -417,12 +440,12 @@ func (b *bench) printReport(w io.Writer) {
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "sustained (pool 8)\trequests\tok\terrors\twarm hits\tseconds\tfresh/s\tp50 ms\tp99 ms\tCPU ms\tCPU ms/ctr\tclient ms/ctr\tours ms/ctr\t")
+	fmt.Fprintln(tw, "sustained (pool 8)\trequests\tok\terrors\twarm hits\tseconds\tfresh/s\tp50 ms\tp99 ms\tCPU ms\tCPU ms/ctr\tclient ms/ctr\tours ms/ctr\tsteal %\t")
 	for _, p := range b.paths {
 		for _, lv := range p.res.Sustained {
-			fmt.Fprintf(tw, "%s c%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.1f\t\n",
+			fmt.Fprintf(tw, "%s c%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.1f\t%.0f\t\n",
 				p.name, lv.Concurrency, lv.Requests, lv.OK, lv.Errors, lv.Warm, lv.Seconds, lv.PerSecond, lv.P50, lv.P99,
-				lv.CPUMs, lv.CPUMsPerContainer, lv.ClientCPUMsPerContainer, lv.OursCPUMsPerContainer)
+				lv.CPUMs, lv.CPUMsPerContainer, lv.ClientCPUMsPerContainer, lv.OursCPUMsPerContainer, lv.StealPercent)
 		}
 	}
 	tw.Flush()
@@ -456,22 +479,22 @@ func (b *bench) printReport(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %-34s %-6s (%s)\n", t.Name, mark, t.Detail)
 	}
+}
+
+// printBursty prints the pool policies' figures on the bursty trace.
+func (b *bench) printBursty(w io.Writer) {
+	r := &b.res
 	if len(r.Bursty) > 0 {
 		fmt.Fprintf(w, "\npool policies on a bursty trace (fast path; burst route %d s at %.0f/s then %d s idle, steady route %.0f/s):\n", burstSeconds, burstRate, idleSeconds, steadyRate)
-		fmt.Fprintf(w, "  %-9s %-36s %8s %8s %8s %9s %9s %12s\n", "policy", "pool", "warm", "burst", "steady", "p50 ms", "p99 ms", "idle ctr·s")
+		fmt.Fprintf(w, "  %-9s %-36s %8s %8s %8s %9s %9s %12s %7s\n", "policy", "pool", "warm", "burst", "steady", "p50 ms", "p99 ms", "idle ctr·s", "steal")
 		for _, x := range r.Bursty {
-			fmt.Fprintf(w, "  %-9s %-36s %7.0f%% %7.0f%% %7.0f%% %9.1f %9.1f %12.1f\n",
-				x.Policy, x.Pool, 100*x.WarmRatio, 100*x.BurstRatio, 100*x.SteadyRatio, x.P50, x.P99, x.IdleContainerSeconds)
+			fmt.Fprintf(w, "  %-9s %-36s %7.0f%% %7.0f%% %7.0f%% %9.1f %9.1f %12.1f %6.0f%%\n",
+				x.Policy, x.Pool, 100*x.WarmRatio, 100*x.BurstRatio, 100*x.SteadyRatio, x.P50, x.P99, x.IdleContainerSeconds, x.StealPercent)
 		}
-	}
-	fmt.Fprintf(w, "\nload average (1, 5, 15 min) after each step:")
-	for _, k := range b.loadOrder {
-		fmt.Fprintf(w, " %s %s;", k, r.LoadAvgs[k])
-	}
-	fmt.Fprintf(w, "\ncleanup: %d pooled containers before the stops; %d containers left after them; each path's Caddy, containerd, shims or task server, mounts, cgroups and directories checked gone before the next\n",
-		r.ContainersBeforeStop, r.LeftoverContainers)
-	if r.Errors > 0 {
-		fmt.Fprintf(w, "errors: %d requests failed; first: %s\n", r.Errors, strings.Join(b.errSample, "; "))
+		fmt.Fprintln(w, "  (fixed pools start at the adaptive ones' average idle per route and step by one until two of them bracket its idle-container-seconds)")
+		if r.PoolsVerdict != "" {
+			fmt.Fprintf(w, "  %s\n", r.PoolsVerdict)
+		}
 	}
 }
 
