@@ -36,7 +36,7 @@ GOLANGCI_LINT_STAMP := $(TOOLS)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
 HELM_STAMP          := $(TOOLS)/.helm-$(HELM_VERSION)
 GO_SOURCES          := $(shell find . -name '*.go' -not -path './.tools/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all run test unit integration integration-stock integration-address containerd-hosts test-fleet test-chart test-vm fuzz bench soak build images tools deps host lint golden clean
+.PHONY: all run test unit integration integration-stock integration-address containerd-hosts test-fleet test-chart test-vm fuzz bench bench-fleet soak build images tools deps host lint golden clean
 
 all: build
 
@@ -131,9 +131,19 @@ $(VM_KERNEL_STAMP):
 	dpkg-deb -x $(VM_DIR)/$(VM_KERNEL_PACKAGE)_$(VM_KERNEL_VERSION)_amd64.deb $(VM_DIR)/kernel
 	@touch $@
 
-## bench: latency and throughput against host CGI and naive per-request containers
+## bench: latency and throughput against host CGI and naive per-request containers, the fast path
+## against the stock path, pool policies on a bursty trace (BENCH_ONLY=paths|pools for one part),
+## then bench-fleet
 bench: tools host images build
-	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) $(GO) run -tags integration ./bench
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) $(GO) run -tags integration ./bench $(if $(BENCH_ONLY),-only $(BENCH_ONLY))
+	$(MAKE) --no-print-directory bench-fleet
+
+## bench-fleet: fresh containers/s through a front Caddy with 1, 2 and 3 CPU-capped nodes of the
+## fleet lab (test-fleet's), in one run, and the scaling ratios
+bench-fleet: tools host images build
+	@[ "$$(id -u)" = 0 ] || { echo "the fleet bench needs root (network namespaces, containers)"; exit 1; }
+	SPAWN_IMAGES=$(IMAGES) SPAWN_CADDY=$(CADDY) \
+		$(GO) test -count=1 -timeout 20m -tags 'integration fleet' -run '^$$' -bench '^BenchmarkFleetScaling$$' -benchtime 1x -v ./integration/fleet/
 
 ## soak: many mixed requests (ok, exit, timeout, disconnect, oversized); fds, goroutines, mounts,
 ## shims, containers and snapshots must return to their starting counts. SOAK_REQUESTS=10000

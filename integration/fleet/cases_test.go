@@ -32,19 +32,33 @@ const (
 )
 
 // frontConfig is the front's Caddyfile: a reverse_proxy site per policy
-// over nodes, each retrying dial errors, GETs, and refusals before the
-// body (Spawn-Refused) on another node, and one round_robin site over
-// drainFirst and then nodes.
+// over nodes, and one round_robin site over drainFirst and then nodes.
 func frontConfig(dir string, nodes []*member, drainFirst *member) string {
-	upstreams := func(ms []*member) string {
-		var s []string
-		for _, m := range ms {
-			s = append(s, m.addr+":8080")
+	var others []*member
+	for _, m := range nodes {
+		if m != drainFirst {
+			others = append(others, m)
 		}
-		return strings.Join(s, " ")
 	}
-	site := func(port int, ups, policy string) string {
-		return fmt.Sprintf(`:%d {
+	return frontAdmin(dir) +
+		frontSite(portWarm, nodes, "spawn_warm {\n\t\t\tpoll_interval 200ms\n\t\t\treport_ttl 1s\n\t\t}") +
+		frontSite(portLeastConn, nodes, "least_conn") +
+		frontSite(portURIHash, nodes, "uri_hash") +
+		frontSite(portDrainedRR, append([]*member{drainFirst}, others...), "round_robin")
+}
+
+// frontAdmin is a front Caddyfile's global options: its admin socket in dir.
+func frontAdmin(dir string) string { return fmt.Sprintf("{\n\tadmin unix/%s/admin.sock\n}\n\n", dir) }
+
+// frontSite is a front site on port: reverse_proxy over the nodes with
+// policy, retrying dial errors, GETs, and refusals before the body
+// (Spawn-Refused) on another node.
+func frontSite(port int, nodes []*member, policy string) string {
+	var ups []string
+	for _, m := range nodes {
+		ups = append(ups, m.addr+":8080")
+	}
+	return fmt.Sprintf(`:%d {
 	reverse_proxy %s {
 		lb_policy %s
 		lb_try_duration 20s
@@ -60,19 +74,7 @@ func frontConfig(dir string, nodes []*member, drainFirst *member) string {
 		}
 	}
 }
-`, port, ups, policy)
-	}
-	var others []*member
-	for _, m := range nodes {
-		if m != drainFirst {
-			others = append(others, m)
-		}
-	}
-	return fmt.Sprintf("{\n\tadmin unix/%s/admin.sock\n}\n\n", dir) +
-		site(portWarm, upstreams(nodes), "spawn_warm {\n\t\t\tpoll_interval 200ms\n\t\t\treport_ttl 1s\n\t\t}") +
-		site(portLeastConn, upstreams(nodes), "least_conn") +
-		site(portURIHash, upstreams(nodes), "uri_hash") +
-		site(portDrainedRR, upstreams(append([]*member{drainFirst}, others...)), "round_robin")
+`, port, strings.Join(ups, " "), policy)
 }
 
 // TestFleet runs the cases on one fleet, in order: the policy comparison
@@ -303,7 +305,7 @@ func TestFleet(t *testing.T) {
 }
 
 // sumCounters adds up the nodes' counters.
-func sumCounters(t *testing.T, nodes []*member) counters {
+func sumCounters(t testing.TB, nodes []*member) counters {
 	t.Helper()
 	var sum counters
 	for _, n := range nodes {

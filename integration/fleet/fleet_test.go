@@ -219,7 +219,7 @@ type member struct {
 
 // newMember makes the namespace (and, with cpus > 0, the CPU cgroup) of
 // a member at <subnet>.<host>.
-func newMember(t *testing.T, l *lab, name string, host int, cpus float64) *member {
+func newMember(t testing.TB, l *lab, name string, host int, cpus float64) *member {
 	t.Helper()
 	ns, err := l.addNetns(name, host)
 	if err != nil {
@@ -240,9 +240,15 @@ func newMember(t *testing.T, l *lab, name string, host int, cpus float64) *membe
 // newNode is a member with the node Caddyfile: the routes on :8080 (each
 // response names the node in Spawn-Node), spawn_status and metrics on
 // :9180, a managed containerd of its own.
-func newNode(t *testing.T, l *lab, name string, host int) *member {
+func newNode(t testing.TB, l *lab, name string, host int) *member {
 	t.Helper()
-	m := newMember(t, l, name, host, nodeCPUs)
+	return newCappedNode(t, l, name, host, nodeCPUs)
+}
+
+// newCappedNode is newNode with a CPU cap of cpus.
+func newCappedNode(t testing.TB, l *lab, name string, host int, cpus float64) *member {
+	t.Helper()
+	m := newMember(t, l, name, host, cpus)
 	m.namespace = l.id + "-" + name
 	// After its Caddy stopped (cleanup runs newest first): the parent
 	// cgroups containerd leaves, which must hold no container cgroup.
@@ -287,7 +293,7 @@ func newNode(t *testing.T, l *lab, name string, host int) *member {
 }
 
 // start starts the member's Caddy inside its namespace (and cgroup).
-func (m *member) start(t *testing.T) {
+func (m *member) start(t testing.TB) {
 	t.Helper()
 	wrapper := []string{"nsenter", "--net=" + m.netns, "--"}
 	if m.procs != "" {
@@ -314,7 +320,7 @@ func (m *member) start(t *testing.T) {
 }
 
 // waitServing waits until the member's Caddy serves on port.
-func (m *member) waitServing(t *testing.T, port int) {
+func (m *member) waitServing(t testing.TB, port int) {
 	t.Helper()
 	if err := m.proc.WaitServing(context.Background(), net.JoinHostPort(m.addr, strconv.Itoa(port)), startTimeout); err != nil {
 		t.Fatalf("%s: %v\n%s", m.name, err, m.proc.Log.Tail(16<<10))
@@ -346,7 +352,7 @@ func (m *member) status() (nodeStatus, error) {
 }
 
 // waitReady waits until the node reports ready with every pool full.
-func (m *member) waitReady(t *testing.T) {
+func (m *member) waitReady(t testing.TB) {
 	t.Helper()
 	eventually(t, startTimeout, func() (bool, string) {
 		st, err := m.status()
@@ -359,7 +365,7 @@ func (m *member) waitReady(t *testing.T) {
 
 // waitPoolsFull waits until every pool of the node holds its target and
 // nothing is in flight: the state between phases.
-func (m *member) waitPoolsFull(t *testing.T) {
+func (m *member) waitPoolsFull(t testing.TB) {
 	t.Helper()
 	eventually(t, 2*time.Minute, func() (bool, string) {
 		st, err := m.status()
@@ -432,7 +438,7 @@ func (m *member) containers() ([]string, error) {
 
 // waitOnlyPooled waits until the node has exactly its pools' containers:
 // nothing a request used is left.
-func (m *member) waitOnlyPooled(t *testing.T) {
+func (m *member) waitOnlyPooled(t testing.TB) {
 	t.Helper()
 	want := len(routes) * routePool
 	eventually(t, time.Minute, func() (bool, string) {
@@ -454,7 +460,7 @@ func (m *member) waitOnlyPooled(t *testing.T) {
 }
 
 // eventually polls cond every 50ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
