@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,8 +85,8 @@ func (l *lab) cleanup() error {
 	l.undo = nil
 	l.mu.Unlock()
 	var errs []error
-	for i := len(undo) - 1; i >= 0; i-- {
-		if err := undo[i](); err != nil {
+	for _, f := range slices.Backward(undo) {
+		if err := f(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -159,7 +160,7 @@ func (l *lab) cpuCgroup(name string, cpus float64) (string, error) {
 // lab started can be there) and removes it.
 func removeCgroup(dir string) error {
 	if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
-		for _, f := range strings.Fields(string(b)) {
+		for f := range strings.FieldsSeq(string(b)) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
@@ -199,17 +200,17 @@ func sweepDeadLabs() {
 		return pid != os.Getpid() && syscall.Kill(pid, 0) != nil
 	}
 	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
+		for line := range strings.SplitSeq(string(out), "\n") {
 			if f := strings.Fields(line); len(f) > 0 && dead(f[0]) {
 				_ = ipIgnoreMissing("netns", "del", f[0])
 			}
 		}
 	}
 	if out, err := exec.Command("ip", "-o", "link", "show").Output(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
+		for line := range strings.SplitSeq(string(out), "\n") {
 			f := strings.Fields(line)
 			if len(f) > 1 {
-				name := strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0]
+				name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
 				if dead(name) {
 					_ = ipIgnoreMissing("link", "del", name)
 				}
