@@ -70,6 +70,24 @@ func (d *demand) recent(now time.Time) float64 {
 	return max(d.rate(now, shortWindow), d.rate(now, longWindow))
 }
 
+// quiet reports whether claims have stopped: none for four of the gaps
+// the last second's rate had between them, and at least one resize tick
+// (at most a second) — a steady 2 claims/s is never quiet, a burst at
+// 20/s is a fraction of a second after its last claim.
+func (d *demand) quiet(now time.Time) bool {
+	if d.last.IsZero() {
+		return true
+	}
+	after := shortWindow
+	if r := d.rate(now, shortWindow); r > 0 {
+		after = min(max(time.Duration(quietGaps/r*float64(time.Second)), resizeEvery), shortWindow)
+	}
+	return now.Sub(d.last) > after
+}
+
+// quietGaps is how many of its usual gaps between claims make a pool quiet.
+const quietGaps = 4
+
 // want is how many idle containers cover the claims expected during one
 // refill taking refill, with headroom, and at least one while the pool has
 // had a claim within idleTimeout (0: ever). It is 0 before the first claim

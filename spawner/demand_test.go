@@ -49,3 +49,36 @@ func TestDemandRateAndWant(t *testing.T) {
 		t.Errorf("rate an hour later = %.2f, want 0", r)
 	}
 }
+
+// TestDemandQuiet: claims have stopped after four of their usual gaps,
+// within one resize tick and one second.
+func TestDemandQuiet(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	if !newDemand(t0).quiet(t0) {
+		t.Error("a pool without claims is not quiet")
+	}
+	burst, steady := newDemand(t0), newDemand(t0)
+	var last time.Time
+	for i := range 100 { // 20/s for 5 s
+		last = t0.Add(time.Duration(i) * 50 * time.Millisecond)
+		burst.arrive(last)
+	}
+	for _, c := range []struct {
+		after time.Duration
+		quiet bool
+	}{{100 * time.Millisecond, false}, {200 * time.Millisecond, false}, {400 * time.Millisecond, true}} {
+		if got := burst.quiet(last.Add(c.after)); got != c.quiet {
+			t.Errorf("20/s, %v after the last claim: quiet %t, want %t", c.after, got, c.quiet)
+		}
+	}
+	for i := range 20 { // 2/s for 10 s
+		last = t0.Add(time.Duration(i) * 500 * time.Millisecond)
+		steady.arrive(last)
+		if steady.quiet(last.Add(490 * time.Millisecond)) {
+			t.Fatalf("2/s: quiet within a gap, at claim %d", i)
+		}
+	}
+	if !steady.quiet(last.Add(1100 * time.Millisecond)) {
+		t.Error("2/s: not quiet a second after the last claim")
+	}
+}
