@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -79,7 +81,8 @@ func frontSite(port int, nodes []*member, policy string) string {
 
 // TestFleet runs the cases on one fleet, in order: the policy comparison
 // (a), SIGKILL of a node under load and its restart (b), with the restarted
-// node getting traffic only once ready (d), and a drain (c).
+// node getting traffic only once ready (d), a drain (c), and a brand-new
+// node joining, again only once ready (d).
 func TestFleet(t *testing.T) {
 	l := theLab
 	n1, n2, n3 := newNode(t, l, "n1", 11), newNode(t, l, "n2", 12), newNode(t, l, "n3", 13)
@@ -302,6 +305,78 @@ func TestFleet(t *testing.T) {
 			t.Error("n3 served nothing in the drain phase: the case did not test a drain under load")
 		}
 	})
+
+	// (d) A brand-new node joins under load: the front is reloaded with n4
+	// among its upstreams before n4 exists, then n4 starts with an empty
+	// containerd (it pulls the image from the registry and fills its
+	// pools): it gets no request before its status says ready, then some,
+	// and the load sees no failure.
+	t.Run("NewNodeJoins", func(t *testing.T) {
+		n4 := newNode(t, l, "n4", 14)
+		front.reload(t, frontConfig(front.dir, []*member{n1, n2, n4}, n4))
+		ctx, stop := context.WithCancel(t.Context())
+		defer stop()
+		done := make(chan []outcome, 1)
+		go func() { done <- load(ctx, base(portWarm), 4, 5000, mixed) }()
+		time.Sleep(2 * time.Second) // load on n1 and n2, n4 a dead upstream
+		n4.start(t)
+		joinedAt := time.Now()
+		var readyAt time.Time
+		notReady := 0 // polls that found n4 up and not ready
+		eventually(t, startTimeout, func() (bool, string) {
+			c, cerr := n4.counters()
+			s, serr := n4.status()
+			if cerr != nil || serr != nil {
+				return false, fmt.Sprintf("n4 not up yet: %v %v", cerr, serr)
+			}
+			if !s.Ready {
+				notReady++
+			}
+			// Counters are read before the status: a request served
+			// before readiness can't hide.
+			if c.served > 0 && !s.Ready && readyAt.IsZero() {
+				t.Fatalf("the new n4 served %v requests before it was ready: %+v", c.served, s)
+			}
+			if s.Ready && readyAt.IsZero() {
+				readyAt = time.Now()
+			}
+			return c.served > 0, fmt.Sprintf("n4 ready %t, served %v", s.Ready, c.served)
+		})
+		stop()
+		tl := count(<-done)
+		t.Logf("the new n4 was ready %s after its start (%d polls found it up and not ready), then got traffic; %d GETs, %d POSTs; failed %d GETs, %d POSTs; by node %v",
+			readyAt.Sub(joinedAt).Round(time.Millisecond), notReady, tl.gets, tl.posts, tl.failedGets, tl.failedPosts, tl.byNode)
+		if notReady == 0 {
+			t.Error("n4 was never seen up and not yet ready: the case did not test the gap")
+		}
+		if tl.failedGets+tl.failedPosts > 0 {
+			t.Errorf("a node joining failed %d GETs and %d POSTs: %v", tl.failedGets, tl.failedPosts, tl.failures)
+		}
+		if tl.byNode["n4"] == 0 {
+			t.Error("the load saw no response from n4")
+		}
+	})
+}
+
+// reload loads config into the member's Caddy through its admin socket.
+func (m *member) reload(t testing.TB, config string) {
+	t.Helper()
+	cl := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", filepath.Join(m.dir, "admin.sock"))
+		},
+	}}
+	resp, err := cl.Post("http://localhost/load", "text/caddyfile", strings.NewReader(config))
+	if err != nil {
+		t.Fatalf("%s: reloading: %v", m.name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s: reloading: status %d: %s", m.name, resp.StatusCode, b)
+	}
+	m.config = config
 }
 
 // sumCounters adds up the nodes' counters.
