@@ -275,8 +275,7 @@ func (p *Pool[T]) missed() {
 	}
 	p.mu.Lock()
 	if p.creating > 0 {
-		want := p.demand.want(time.Now(), p.leadTime(), p.cfg.IdleTimeout)
-		p.desired = min(p.cfg.Max, max(p.desired, min(p.desired+1, want+1)))
+		p.desired = min(p.cfg.Max, max(p.desired, min(p.desired+1, p.estimate(time.Now())+1)))
 	} else {
 		p.desired = min(p.cfg.Max, max(p.desired+1, 2*p.desired))
 	}
@@ -293,7 +292,7 @@ func (p *Pool[T]) resize(now time.Time) {
 		p.mu.Unlock()
 		return
 	}
-	want := min(max(p.demand.want(now, p.leadTime(), p.cfg.IdleTimeout), p.cfg.Min), p.cfg.Max)
+	want := min(max(p.estimate(now), p.cfg.Min), p.cfg.Max)
 	expired := p.cfg.IdleTimeout > 0 && !p.demand.last.IsZero() && now.Sub(p.demand.last) > p.cfg.IdleTimeout
 	quiet := p.demand.quiet(now)
 	switch {
@@ -331,14 +330,21 @@ func (p *Pool[T]) resize(now time.Time) {
 	p.signal()
 }
 
+// estimate is how many containers demand asks for (before Min and Max);
+// call with p.mu held.
+func (p *Pool[T]) estimate(now time.Time) int {
+	return p.demand.want(now, p.leadTime(), p.cfg.IdleTimeout)
+}
+
 // leadTime is how long a claimed container takes to be replaced: the
 // refill waits for the request to end (at most refillDelay) and then takes
 // the measured creation time. Sizing by the creation time alone asks for
-// too few when requests are about as long as creations (TestAdaptivePool
-// at 20/s: 2 where 4 were needed, 14–37 of 100 requests warm). (Measuring the wait instead overstocked
-// under load: when creations queue for their slots the wait grows, the
-// target with it, and the queue again — the bench's bursty trace held 8
-// during its bursts and the late ones idle after.) Call with p.mu held.
+// too few when requests are about as long as creations (TestAdaptivePool's
+// set-up tried at 20/s: 2 where 4 were needed, 14–37 of 100 requests
+// warm). Measuring the wait instead overstocked under load: when creations
+// queue for their slots the wait grows, the target with it, and the queue
+// again (the bench's bursty trace held 8 through its bursts and the late
+// ones idle after). Call with p.mu held.
 func (p *Pool[T]) leadTime() time.Duration { return refillDelay + p.refillTime }
 
 // allowance is the budget's last allowance in containers; call with p.mu

@@ -184,21 +184,7 @@ func TestFleet(t *testing.T) {
 		// (counters are read before the status, so a request served
 		// before readiness can't hide).
 		n2.start(t)
-		var readyAt time.Time
-		eventually(t, startTimeout, func() (bool, string) {
-			c, cerr := n2.counters()
-			s, serr := n2.status()
-			if cerr != nil || serr != nil {
-				return false, fmt.Sprintf("n2 not up yet: %v %v", cerr, serr)
-			}
-			if c.served > 0 && !s.Ready && readyAt.IsZero() {
-				t.Fatalf("the restarted n2 served %v requests before it was ready: %+v", c.served, s)
-			}
-			if s.Ready && readyAt.IsZero() {
-				readyAt = time.Now()
-			}
-			return c.served > 0, fmt.Sprintf("n2 ready %t, served %v", s.Ready, c.served)
-		})
+		readyAt, _ := n2.waitServedOnceReady(t)
 		t.Logf("the restarted n2 was ready %s after the kill and then got traffic", readyAt.Sub(killedAt).Round(time.Millisecond))
 		stop()
 		out := <-done
@@ -321,27 +307,7 @@ func TestFleet(t *testing.T) {
 		time.Sleep(2 * time.Second) // load on n1 and n2, n4 a dead upstream
 		n4.start(t)
 		joinedAt := time.Now()
-		var readyAt time.Time
-		notReady := 0 // polls that found n4 up and not ready
-		eventually(t, startTimeout, func() (bool, string) {
-			c, cerr := n4.counters()
-			s, serr := n4.status()
-			if cerr != nil || serr != nil {
-				return false, fmt.Sprintf("n4 not up yet: %v %v", cerr, serr)
-			}
-			if !s.Ready {
-				notReady++
-			}
-			// Counters are read before the status: a request served
-			// before readiness can't hide.
-			if c.served > 0 && !s.Ready && readyAt.IsZero() {
-				t.Fatalf("the new n4 served %v requests before it was ready: %+v", c.served, s)
-			}
-			if s.Ready && readyAt.IsZero() {
-				readyAt = time.Now()
-			}
-			return c.served > 0, fmt.Sprintf("n4 ready %t, served %v", s.Ready, c.served)
-		})
+		readyAt, notReady := n4.waitServedOnceReady(t)
 		stop()
 		tl := count(<-done)
 		t.Logf("the new n4 was ready %s after its start (%d polls found it up and not ready), then got traffic; %d GETs, %d POSTs; failed %d GETs, %d POSTs; by node %v",
@@ -356,6 +322,33 @@ func TestFleet(t *testing.T) {
 			t.Error("the load saw no response from n4")
 		}
 	})
+}
+
+// waitServedOnceReady waits until the node (just started) has served a
+// request, failing the test if it served any before its status said
+// ready: counters are read before the status, so a request served before
+// readiness can't hide. It returns when it was first seen ready and how
+// many polls found it up and not ready.
+func (m *member) waitServedOnceReady(t testing.TB) (readyAt time.Time, notReady int) {
+	t.Helper()
+	eventually(t, startTimeout, func() (bool, string) {
+		c, cerr := m.counters()
+		s, serr := m.status()
+		if cerr != nil || serr != nil {
+			return false, fmt.Sprintf("%s not up yet: %v %v", m.name, cerr, serr)
+		}
+		if !s.Ready {
+			notReady++
+		}
+		if c.served > 0 && !s.Ready && readyAt.IsZero() {
+			t.Fatalf("%s served %v requests before it was ready: %+v", m.name, c.served, s)
+		}
+		if s.Ready && readyAt.IsZero() {
+			readyAt = time.Now()
+		}
+		return c.served > 0, fmt.Sprintf("%s ready %t, served %v", m.name, s.Ready, c.served)
+	})
+	return readyAt, notReady
 }
 
 // reload loads config into the member's Caddy through its admin socket.
