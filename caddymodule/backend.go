@@ -119,10 +119,11 @@ func newBackend(a *App) (*backend, error) {
 	}
 	if a.Address == "" {
 		d, err := spawner.StartDaemon(context.Background(), spawner.DaemonConfig{
-			Binary:   a.Managed.Binary,
-			Root:     a.Managed.Root,
-			State:    a.Managed.State,
-			LogLevel: a.Managed.LogLevel,
+			Binary:       a.Managed.Binary,
+			Root:         a.Managed.Root,
+			State:        a.Managed.State,
+			LogLevel:     a.Managed.LogLevel,
+			SyncMetadata: a.Managed.SyncMetadata,
 		}, a.logger)
 		if err != nil {
 			return nil, err

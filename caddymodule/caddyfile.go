@@ -216,6 +216,7 @@ func parseEnv(h *Handler, d *caddyfile.Dispenser) error {
 //			root      <dir>
 //			state     <dir>
 //			log_level <level>
+//			sync_metadata
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -307,6 +308,12 @@ func parseManaged(a *App, d *caddyfile.Dispenser) error {
 			return d.Errf("duplicate managed subdirective %q", sub)
 		}
 		seen[sub] = true
+		if sub == "sync_metadata" {
+			if err := flagArg(d, &a.Managed.SyncMetadata); err != nil {
+				return err
+			}
+			continue
+		}
 		dst, ok := fields[sub]
 		if !ok {
 			return d.Errf("unknown managed subdirective %q", sub)
