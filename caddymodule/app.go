@@ -98,9 +98,16 @@ type App struct {
 	CrunBinary string `json:"crun_binary,omitempty"`
 
 	// RunDir holds runtime files: stdio FIFOs and, in managed mode, the
-	// daemon's state and socket. It should be on tmpfs. Default:
-	// "/run/caddy-spawn".
+	// daemon's state and socket. Default: "/run/caddy-spawn".
 	RunDir string `json:"run_dir,omitempty"`
+
+	// StateTmpfs says what to do when RunDir, or the managed containerd's
+	// state directory, is not on a memory file system: "auto" mounts a
+	// tmpfs there (source "caddy-spawn-state", 256 MiB at most), removed
+	// when the last config using it stops, kept after a crash for the next
+	// start to use; "off" leaves them on the disk, which costs CPU for every
+	// container. Default: "auto".
+	StateTmpfs string `json:"state_tmpfs,omitempty"`
 
 	// RefillConcurrency bounds how many containers are created at once in
 	// the background to refill pools, across all routes, so refilling never
@@ -163,6 +170,7 @@ type App struct {
 	routes   []*route
 	backend  *backend
 	bkey     string
+	tmpfs    []string // keys in stateMounts this app holds
 	spawner  *spawner.Spawner
 	cancel   context.CancelFunc
 	bgDone   chan struct{}
@@ -224,6 +232,7 @@ func (a *App) Validate() error {
 		checkNamespace(a.Namespace),
 		checkBackendChoice(a.Address, a.Managed),
 		checkFastPath(a.FastPath),
+		checkStateTmpfs(a.StateTmpfs),
 		ifSet(a.RefillConcurrency, checkRefillConcurrency),
 		ifSet(a.MaxContainers, checkMaxContainers),
 		checkWarmMemory(a.WarmMemory),
@@ -259,11 +268,10 @@ func (a *App) Start() (err error) {
 		a.registries.Credentials = creds
 	}
 
-	b, key, err := a.acquireBackend()
+	b, err := a.connect()
 	if err != nil {
 		return err
 	}
-	a.backend, a.bkey = b, key
 	if a.FastPath == fastPathOn && b.fast == nil {
 		_ = a.releaseBackend()
 		return fmt.Errorf("fast_path on: the fast path is not running for this containerd (see the start-up log for why, or restart Caddy after changing fast_path)")
@@ -317,6 +325,22 @@ func (a *App) Start() (err error) {
 		close(a.bgDone)
 	}
 	return nil
+}
+
+// connect puts the state directories on a tmpfs and takes (or makes) the
+// containerd backend; on error it holds neither.
+func (a *App) connect() (*backend, error) {
+	if err := a.acquireStateTmpfs(); err != nil {
+		_ = a.releaseBackend()
+		return nil, err
+	}
+	b, key, err := a.acquireBackend()
+	if err != nil {
+		_ = a.releaseBackend()
+		return nil, err
+	}
+	a.backend, a.bkey = b, key
+	return b, nil
 }
 
 // Stop stops background work and releases the containerd connection; the

@@ -224,17 +224,20 @@ func shortHash(s string) string {
 	return hex.EncodeToString(sum[:4])
 }
 
-// releaseBackend gives the app's backend back; the last user closes it.
+// releaseBackend gives the app's backend back, then its state tmpfs
+// mounts; the last user of each closes it (so a tmpfs goes only after the
+// containerd and task server whose state it holds have stopped).
 func (a *App) releaseBackend() error {
-	if a.bkey == "" {
-		return nil
+	var err error
+	if a.bkey != "" {
+		key := a.bkey
+		a.bkey = ""
+		if _, derr := backends.Delete(key); derr != nil {
+			err = fmt.Errorf("releasing containerd backend: %w", derr)
+		}
 	}
-	key := a.bkey
-	a.bkey = ""
-	if _, err := backends.Delete(key); err != nil {
-		return fmt.Errorf("releasing containerd backend: %w", err)
-	}
-	return nil
+	a.releaseStateTmpfs()
+	return err
 }
 
 // Interface guards

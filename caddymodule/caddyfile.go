@@ -203,6 +203,7 @@ func parseEnv(h *Handler, d *caddyfile.Dispenser) error {
 //		fast_path   auto|on|off
 //		crun_binary <path>
 //		run_dir     <dir>
+//		state_tmpfs auto|off
 //		image_wait  <duration>
 //		refill_concurrency <n>
 //		max_containers <n>
@@ -263,6 +264,7 @@ var appSubdirectives = map[string]func(a *App, d *caddyfile.Dispenser) error{
 	"fast_path":   func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.FastPath, checkFastPath) },
 	"crun_binary": func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.CrunBinary, nil) },
 	"run_dir":     func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.RunDir, nil) },
+	"state_tmpfs": func(a *App, d *caddyfile.Dispenser) error { return stringArg(d, &a.StateTmpfs, checkStateTmpfs) },
 	"image_wait": func(a *App, d *caddyfile.Dispenser) error {
 		return durationArg(d, "image_wait", &a.ImageWait, checkImageWait)
 	},

@@ -913,6 +913,13 @@ func TestParseGlobalOption(t *testing.T) {
 			want: App{MaxContainers: 32, FastPath: "off", CrunBinary: "/usr/local/bin/crun"},
 		},
 		{
+			name: "state_tmpfs off",
+			input: `spawn {
+				state_tmpfs off
+			}`,
+			want: App{StateTmpfs: "off"},
+		},
+		{
 			name: "host_network_with_tcp_admin",
 			input: `spawn {
 				host_network_with_tcp_admin
@@ -1090,6 +1097,14 @@ func TestParseGlobalOptionErrors(t *testing.T) {
 				fast_path sometimes
 			}`,
 			wantErr:  `fast_path: "sometimes" must be auto, on or off`,
+			wantLine: 2,
+		},
+		{
+			name: "state_tmpfs unknown",
+			input: `spawn {
+				state_tmpfs always
+			}`,
+			wantErr:  `state_tmpfs: "always" must be auto or off`,
 			wantLine: 2,
 		},
 		{
