@@ -31,6 +31,9 @@ const (
 	LabelPool = "dev.caddy-spawn/pool"
 	// LabelCreated is the creation time, RFC 3339 in UTC.
 	LabelCreated = "dev.caddy-spawn/created"
+	// LabelLayers is "true" on the read-only views of images' layers that
+	// fast-path containers share (spawner/layers.go).
+	LabelLayers = "dev.caddy-spawn/layers"
 )
 
 // LabelFilter is the containerd filter that selects objects whose label key

@@ -48,11 +48,12 @@ type Instance struct {
 
 	s         *Spawner
 	fn        *Function
-	container client.Container
-	task      client.Task
+	container client.Container // nil on shared layers (see fastTask)
+	task      taskOps
 	dio       *cio.DirectIO
 	created   time.Time
 
+	layers     *layerView    // the shared rootfs view; nil: its own snapshot
 	cgroup     string        // the spec's Linux.CgroupsPath
 	cpuAtBegin time.Duration // the cgroup's CPU time at Begin (see Usage)
 
@@ -136,14 +137,22 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	if tmpl != nil {
 		img, spec = tmpl.image(img), tmpl.withSpec(cgroup)
 	}
+	opts := []client.NewContainerOpts{client.WithImage(fn.Image.Image)}
+	view := s.sharedLayers(ctx, fn, tmpl)
+	if view == nil {
+		opts = append(opts, snapshots.WithWritable(s.cfg.Snapshotter, id, img, labels, fn.snapshotOpts()...))
+	}
+	opts = append(opts, s.withRuntime(), spec, client.WithContainerLabels(labels))
 	t0 := time.Now()
-	c, err := s.cfg.Client.NewContainer(ctx, id,
-		client.WithImage(fn.Image.Image),
-		snapshots.WithWritable(s.cfg.Snapshotter, id, img, labels, fn.snapshotOpts()...),
-		s.withRuntime(),
-		spec,
-		client.WithContainerLabels(labels),
+	var (
+		c   client.Container
+		err error
 	)
+	if view != nil {
+		err = s.createFastContainer(ctx, id, opts)
+	} else {
+		c, err = s.cfg.Client.NewContainer(ctx, id, opts...)
+	}
 	if err == nil && !known {
 		if terr := s.learnTemplate(ctx, fn, c, cgroup); terr != nil {
 			s.log.Warn("no spec template; this function's specs are generated per container",
@@ -151,6 +160,9 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		}
 	}
 	if err != nil {
+		if view != nil {
+			s.releaseLayers(view)
+		}
 		// Best effort: the snapshot may exist without its container.
 		_ = snapshots.RemoveWritable(context.WithoutCancel(ctx), s.cfg.Client, s.cfg.Namespace, s.cfg.Snapshotter, id)
 		if errdefs.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
@@ -162,6 +174,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		ID: id, s: s, fn: fn, container: c, created: time.Now(),
 		cgroup: cgroupsPath(s.cfg.Namespace, id), exited: make(chan struct{}),
 		token: randHex(32), done: make(chan struct{}), ready: make(chan struct{}),
+		layers: view,
 	}
 	s.track(inst)
 	// From here the instance holds the slot: Destroy gives it back.
@@ -191,7 +204,12 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	}()
 
 	t1 := time.Now()
-	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil }, s.taskOpts()...)
+	var task taskOps
+	if view != nil {
+		task, err = s.newFastTask(ctx, id, dio, view)
+	} else {
+		task, err = c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil }, s.taskOpts()...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating task for %s: %w", id, err)
 	}
@@ -246,6 +264,25 @@ func (s *Spawner) taskOpts() []client.NewTaskOpts {
 		return []client.NewTaskOpts{client.WithTaskAPIEndpoint(fp.Endpoint(), 3)}
 	}
 	return nil
+}
+
+// sharedLayers is the view of fn's image layers its container shares with
+// others, or nil when it gets a writable snapshot of its own: on the stock
+// path (the runc shim does not add a writable layer), in a user namespace
+// (its layers are id-mapped per container), before fn's first container
+// (which learns the template, with the image's layer chain) or when the
+// view can't be made.
+func (s *Spawner) sharedLayers(ctx context.Context, fn *Function, tmpl *specTemplate) *layerView {
+	if s.cfg.FastPath == nil || tmpl == nil || fn.Userns != nil {
+		return nil
+	}
+	v, err := s.acquireLayers(ctx, tmpl.diffIDs)
+	if err != nil {
+		s.log.Warn("no shared layer view; the container gets a snapshot of its own",
+			zap.String("route", fn.Name), zap.Error(err))
+		return nil
+	}
+	return v
 }
 
 type handOffKey struct{}
@@ -519,16 +556,28 @@ func (i *Instance) Destroy(ctx context.Context) {
 			i.dio.Cancel()
 			_ = i.dio.Close()
 		}
-		if err := i.container.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		if err := i.deleteContainer(ctx); err != nil && !errdefs.IsNotFound(err) {
 			// Left for the janitor, which retries once containerd answers.
 			i.s.log.Warn("deleting container; will retry", zap.String("container", i.ID), zap.Error(err))
 			i.s.kickReap()
+		}
+		if i.layers != nil {
+			i.s.releaseLayers(i.layers)
 		}
 		i.s.unhold(i.ID)
 		if ce := i.s.log.Check(zap.DebugLevel, "container removed"); ce != nil {
 			ce.Write(zap.String("container", i.ID), zap.Duration("took", time.Since(start)))
 		}
 	})
+}
+
+// deleteContainer removes the container record, and its writable
+// snapshot if it has one.
+func (i *Instance) deleteContainer(ctx context.Context) error {
+	if i.container == nil {
+		return i.s.cfg.Client.ContainerService().Delete(ctx, i.ID)
+	}
+	return i.container.Delete(ctx, client.WithSnapshotCleanup)
 }
 
 // Release tears the instance down in the background, off the request's

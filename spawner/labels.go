@@ -26,6 +26,8 @@ const (
 	LabelPool = snapshots.LabelPool
 	// LabelCreated is the creation time, RFC 3339 in UTC.
 	LabelCreated = snapshots.LabelCreated
+	// LabelLayers marks the shared read-only views of images' layers.
+	LabelLayers = snapshots.LabelLayers
 )
 
 // NewOwnerID returns a random owner ID. A process should make one and use it

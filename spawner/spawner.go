@@ -29,6 +29,7 @@ type Spawner struct {
 
 	sandboxReady atomic.Bool // our sandbox record exists (fast path)
 	tmpl         templates
+	views        layerViews // fast path: shared read-only image layers
 	slots        slots
 
 	reapKick    chan struct{}
@@ -66,6 +67,7 @@ func (s *Spawner) Close(ctx context.Context) {
 	}
 	wg.Wait()
 	s.Drain(ctx)
+	s.removeViews(ctx)
 }
 
 // begin registers a creation in flight; false after Close.

@@ -54,7 +54,9 @@ func newSpawner(t *testing.T, owner string) *spawner.Spawner {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		s.Drain(ctx)
+		// As the app does when its backend goes: the fast path's shared
+		// layer views live as long as the Spawner.
+		s.Close(ctx)
 	})
 	return s
 }

@@ -98,10 +98,13 @@ func TestDestroyPaused(t *testing.T) {
 func TestSweep(t *testing.T) {
 	ctx := nsCtx(t)
 	old := newSpawner(t, "old")
-	running := create(t, old, testfn(t, "env"))
-	paused := create(t, old, testfn(t, "env"))
+	// One Function, as a route has: on the fast path its containers after
+	// the first share a view of the image's layers.
+	fn := testfn(t, "env")
+	running := create(t, old, fn)
+	paused := create(t, old, fn)
 	pause(t, paused.ID)
-	frozen := create(t, old, testfn(t, "env"))
+	frozen := create(t, old, fn)
 	freeze(t, frozen.ID)
 
 	// An orphan of "old": a snapshot prepared ahead under a pool lease,
@@ -126,12 +129,32 @@ func TestSweep(t *testing.T) {
 	current := newSpawner(t, "new")
 	survivor := create(t, current, testfn(t, "env"))
 
+	// That view is a snapshot of "old" the sweep removes too.
+	var oldViews []string
+	err = sn.Walk(ctx, func(_ context.Context, info ctrsnapshots.Info) error {
+		if info.Labels[spawner.LabelOwner] == "old" {
+			oldViews = append(oldViews, info.Name)
+		}
+		return nil
+	}, `labels."`+spawner.LabelLayers+`"==true`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fast := env.fastPath != nil; fast && len(oldViews) != 1 || !fast && len(oldViews) != 0 {
+		t.Errorf("layer views of the old owner %v (fast path %v), want one on the fast path, none on the stock path", oldViews, env.fastPath != nil)
+	}
+
 	res, err := spawner.Sweep(ctx, env.client, env.ns, snapshotter, "new", zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatalf("Sweep: %v", err)
 	}
-	if want := (spawner.SweepResult{Containers: 3, Snapshots: 1, Leases: 1}); res != want {
+	if want := (spawner.SweepResult{Containers: 3, Snapshots: 1 + len(oldViews), Leases: 1}); res != want {
 		t.Errorf("Sweep = %+v, want %+v", res, want)
+	}
+	for _, v := range oldViews {
+		if _, err := sn.Stat(ctx, v); err == nil {
+			t.Errorf("layer view %s of the old owner survived the sweep", v)
+		}
 	}
 	for _, inst := range []*spawner.Instance{running, paused, frozen} {
 		assertGone(t, inst.ID)

@@ -500,7 +500,7 @@ func (c ctrState) claimed() bool {
 }
 
 // containerStates lists the managed containers with their first process,
-// and the managed snapshots.
+// and the managed snapshots but the shared layer views (layerViews).
 func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 	c, err := p.containerd()
 	if err != nil {
@@ -525,7 +525,11 @@ func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 	}
 	var snaps []string
 	err = c.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info ctrsnapshots.Info) error {
-		snaps = append(snaps, info.Name)
+		// The fast path's shared views of image layers belong to no one
+		// container (see layerViews, TestSharedLayers).
+		if info.Labels[labelLayers] != "true" {
+			snaps = append(snaps, info.Name)
+		}
 		return nil
 	}, managedFilter)
 	if err != nil {

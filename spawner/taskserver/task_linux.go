@@ -165,23 +165,19 @@ func (s *Server) create(ctx context.Context, ns string, r *taskAPI.CreateTaskReq
 // and work directories) onto a tmpfs of t.disk bytes and t.disk/16 KiB
 // inodes, mounted under the server's state: a program that fills it gets ENOSPC, and
 // its pages are charged to the container's memory cgroup, never to the
-// host's disk. Rootfs mounts of other shapes are returned as they are.
+// host's disk. A read-only view of the image's layers (a bind mount of
+// one layer, or an overlay without an upper directory: what containerd's
+// overlay snapshotter gives for a View) gets a writable layer the same
+// way, so that many containers can share one view of an image, each with
+// its own upper directory and no snapshot of its own. Rootfs mounts of
+// other shapes are returned as they are.
 func (s *Server) boundedLayer(t *task, mounts []mount.Mount) ([]mount.Mount, error) {
-	if t.disk <= 0 || len(mounts) != 1 || mounts[0].Type != "overlay" {
+	if t.disk <= 0 || len(mounts) != 1 {
 		return mounts, nil
 	}
-	m := mounts[0]
-	upper, work := -1, -1
-	for i, o := range m.Options {
-		switch {
-		case strings.HasPrefix(o, "upperdir="):
-			upper = i
-		case strings.HasPrefix(o, "workdir="):
-			work = i
-		}
-	}
-	if upper < 0 || work < 0 {
-		return mounts, nil // a read-only view
+	m, ok := overlayParts(mounts[0])
+	if !ok {
+		return mounts, nil
 	}
 	// In our own state, not in containerd's bundle: containerd's removal
 	// of a bundle must never trip over our mount, and after a crash the
@@ -196,9 +192,6 @@ func (s *Server) boundedLayer(t *task, mounts []mount.Mount) ([]mount.Mount, err
 	if err := unix.Mount("tmpfs", layer, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		return nil, fmt.Errorf("mounting tmpfs: %w", err)
 	}
-	// The new upper directory takes the snapshot's: its mode and owner
-	// are those of the image's root directory.
-	orig := strings.TrimPrefix(m.Options[upper], "upperdir=")
 	newUpper, newWork := filepath.Join(layer, "upper"), filepath.Join(layer, "work")
 	if err := os.Mkdir(newWork, 0o700); err != nil {
 		return nil, err
@@ -206,16 +199,69 @@ func (s *Server) boundedLayer(t *task, mounts []mount.Mount) ([]mount.Mount, err
 	if err := os.Mkdir(newUpper, 0o755); err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(orig); err == nil {
+	// The new upper directory takes the mode and owner of the root
+	// directory it covers: the snapshot's upper (made like the image's
+	// root), or the topmost layer's root.
+	if fi, err := os.Stat(m.root); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			_ = os.Chown(newUpper, int(st.Uid), int(st.Gid))
 		}
 		_ = os.Chmod(newUpper, fi.Mode().Perm())
 	}
-	opts2 := append([]string(nil), m.Options...)
-	opts2[upper], opts2[work] = "upperdir="+newUpper, "workdir="+newWork
-	m.Options = opts2
-	return []mount.Mount{m}, nil
+	options := append([]string{"workdir=" + newWork, "upperdir=" + newUpper, "lowerdir=" + m.lower}, m.rest...)
+	return []mount.Mount{{Type: "overlay", Source: "overlay", Options: options}}, nil
+}
+
+// overlay is a rootfs mount taken apart: its lower directories (the
+// lowerdir option), the directory whose root the upper one replaces, and
+// its other options.
+type overlay struct {
+	lower, root string
+	rest        []string
+}
+
+// overlayParts takes apart an overlay with an upper directory (an active
+// snapshot), an overlay without one or a read-only bind mount of one layer
+// (views). Anything else is not ok.
+func overlayParts(m mount.Mount) (overlay, bool) {
+	var o overlay
+	switch m.Type {
+	case "overlay":
+		for _, opt := range m.Options {
+			switch {
+			case strings.HasPrefix(opt, "upperdir="):
+				o.root = strings.TrimPrefix(opt, "upperdir=")
+			case strings.HasPrefix(opt, "workdir="):
+			case strings.HasPrefix(opt, "lowerdir="):
+				o.lower = strings.TrimPrefix(opt, "lowerdir=")
+			default:
+				o.rest = append(o.rest, opt)
+			}
+		}
+		if o.lower == "" {
+			return o, false
+		}
+		if o.root == "" {
+			o.root, _, _ = strings.Cut(o.lower, ":")
+		}
+		return o, true
+	case "bind":
+		ro := false
+		for _, opt := range m.Options {
+			switch opt {
+			case "ro":
+				ro = true
+			case "rbind", "bind":
+			default:
+				return o, false
+			}
+		}
+		if !ro || m.Source == "" || strings.Contains(m.Source, ":") {
+			return o, false
+		}
+		return overlay{lower: m.Source, root: m.Source}, true
+	}
+	return o, false
 }
 
 // diskBytesPerInode sets the writable layer's inode bound (as spawner's).
