@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -67,15 +68,15 @@ func StartFastPath(ctx context.Context, cfg FastPathConfig, logger *zap.Logger) 
 	if err := taskserver.CheckHost(cfg.Crun); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrFastPathUnavailable, err)
 	}
-	// containerd execs the runtime binary once per task when the task's
-	// connection closes ("cleaning up dead shim"); ours did that cleanup
-	// already, so the cheapest program that prints an empty answer will do.
-	rt, err := exec.LookPath("true")
-	if err != nil {
-		return nil, fmt.Errorf("%w: no true(1) in PATH", ErrFastPathUnavailable)
-	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating task server state directory: %w", err)
+	}
+	// containerd execs the runtime binary once per task when the task's
+	// connection closes ("cleaning up dead shim"); ours did that cleanup
+	// already, so the cheapest program that exits 0 will do (noopbin_linux.go).
+	rt, err := installNoop(cfg.StateDir, runtime.GOARCH)
+	if err != nil {
+		return nil, fmt.Errorf("%w: writing the runtime's delete program: %w", ErrFastPathUnavailable, err)
 	}
 	f := &FastPath{
 		cfg: cfg, socket: filepath.Join(cfg.StateDir, "task.sock"), runtime: rt, logger: logger,
@@ -146,6 +147,7 @@ func (f *FastPath) Stop(ctx context.Context) {
 		_ = os.RemoveAll(crunRoot)
 		_ = os.Remove(filepath.Join(f.cfg.StateDir, "layers")) // only if empty
 		_ = os.Remove(filepath.Join(f.cfg.StateDir, "idmap"))  // the same
+		_ = os.Remove(f.runtime)
 	}
 	f.logger.Info("fast path: task server stopped")
 }
