@@ -199,7 +199,7 @@ type ManagedContainerd struct {
 	// SyncMetadata makes containerd sync its metadata database to disk
 	// at every write, as it does by default. Default: off (bbolt's
 	// no_sync), ~4 ms of CPU less per container: a power loss may then
-	// cost the managed containerd's records, which caddy-spawn recreates.
+	// damage the managed containerd's metadata database (see the README).
 	SyncMetadata bool `json:"sync_metadata,omitempty"`
 }
 

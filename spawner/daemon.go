@@ -30,9 +30,8 @@ type DaemonConfig struct {
 	// database (bbolt) to disk at every write. Off by default: every
 	// request writes and removes a container record, and the two
 	// fdatasyncs per write cost ~4 ms of CPU per container on an ext4
-	// root (measured: 62 vs 73 containers/s on 2 cores). What a power
-	// loss can then cost is the metadata of images and containers, all
-	// of which a managed containerd's owner recreates (see the README).
+	// root (measured: 62 vs 73 containers/s on 2 cores). A power loss
+	// can then damage the metadata database (see the README).
 	SyncMetadata bool
 }
 

@@ -45,11 +45,14 @@ func Sweep(ctx context.Context, c *client.Client, ns, snapshotter, keepOwner str
 		if !snapshots.Leftover(labels, keepOwner) {
 			continue
 		}
-		if err := removeContainer(ctx, ctr); err != nil {
+		removed, err := removeContainer(ctx, ctr)
+		if err != nil {
 			logger.Warn("removing leftover container", zap.String("container", ctr.ID()), zap.Error(err))
 			continue
 		}
-		res.Containers++
+		if removed {
+			res.Containers++
+		}
 	}
 
 	// Writable snapshots of stale owners whose container never came to be
@@ -86,27 +89,32 @@ func Sweep(ctx context.Context, c *client.Client, ns, snapshotter, keepOwner str
 }
 
 // removeContainer kills (thawing first) and deletes a container's task, then
-// the container and its snapshot.
-func removeContainer(ctx context.Context, ctr client.Container) error {
+// the container and its snapshot. It reports false when the container was
+// gone already (its own teardown finished after it was listed).
+func removeContainer(ctx context.Context, ctr client.Container) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, teardownTimeout)
 	defer cancel()
 	task, err := ctr.Task(ctx, nil)
 	switch {
 	case errdefs.IsNotFound(err):
 	case err != nil:
-		return fmt.Errorf("loading task of %s: %w", ctr.ID(), err)
+		return false, fmt.Errorf("loading task of %s: %w", ctr.ID(), err)
 	default:
 		if err := thawLeftover(ctx, ctr, task); err != nil {
-			return err
+			return false, err
 		}
 		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("deleting task of %s: %w", ctr.ID(), err)
+			return false, fmt.Errorf("deleting task of %s: %w", ctr.ID(), err)
 		}
 	}
-	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("deleting container %s: %w", ctr.ID(), err)
+	err = ctr.Delete(ctx, client.WithSnapshotCleanup)
+	switch {
+	case errdefs.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("deleting container %s: %w", ctr.ID(), err)
 	}
-	return nil
+	return true, nil
 }
 
 // thawLeftover thaws a frozen task, so that it can act on SIGKILL. The pool
@@ -193,10 +201,13 @@ func (s *Spawner) ReapOrphans(ctx context.Context) (int, error) {
 		if s.known(ctr.ID()) {
 			continue
 		}
-		if err := removeContainer(ctx, ctr); err != nil {
+		removed, err := removeContainer(ctx, ctr)
+		if err != nil {
 			return n, err
 		}
-		n++
+		if removed {
+			n++
+		}
 	}
 	// Writable snapshots of ours whose container never came to be.
 	removed, err := snapshots.RemoveOrphanWritable(ctx, s.cfg.Client, s.cfg.Namespace, s.cfg.Snapshotter, s.cfg.Owner,

@@ -12,10 +12,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestHello(t *testing.T) {
@@ -554,6 +558,22 @@ func TestCleanup(t *testing.T) {
 	}
 	if !processAlive(pid, stateDir) {
 		t.Fatalf("managed containerd (pid %d) is not running before Stop", pid)
+	}
+
+	// On a disk /run (this machine's ext4) the app put a tmpfs of its own
+	// on the state and FIFO directories (state_tmpfs auto); on a tmpfs
+	// /run it mounted nothing.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(stateDir), &st); err != nil {
+		t.Fatal(err)
+	}
+	onDisk := st.Type != unix.TMPFS_MAGIC && st.Type != unix.RAMFS_MAGIC
+	for _, dir := range []string{stateDir, runDir} {
+		src, fstype := mountAt(dir)
+		ours := fstype == "tmpfs" && src == "caddy-spawn-state"
+		if ours != onDisk {
+			t.Errorf("%s is mounted from %q (%q) with its parent on disk: %v; want the app's tmpfs caddy-spawn-state exactly when on disk", dir, src, fstype, onDisk)
+		}
 	}
 
 	p.Stop()

@@ -700,6 +700,23 @@ func processesMentioning(marker string) []string {
 // dirs.
 func mountsUnder(dirs ...string) []string { return hostprobe.MountsUnder(dirs...) }
 
+// mountAt returns the source and type of the mount whose mount point is
+// dir itself (the last one, if several), or "" when none is.
+func mountAt(dir string) (source, fstype string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", ""
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) >= 5 && len(g) >= 2 && f[4] == dir {
+			source, fstype = g[1], g[0]
+		}
+	}
+	return source, fstype
+}
+
 // eventually polls cond until it holds or timeout (scaled) passes; then it
 // fails the test with cond's last message.
 func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
