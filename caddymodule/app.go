@@ -104,9 +104,11 @@ type App struct {
 	// StateTmpfs says what to do when RunDir, or the managed containerd's
 	// state directory, is not on a memory file system: "auto" mounts a
 	// tmpfs there (source "caddy-spawn-state", 256 MiB at most), removed
-	// when the last config using it stops, kept after a crash for the next
-	// start to use; "off" leaves them on the disk, which costs CPU for every
-	// container. Default: "auto".
+	// when the containerd connection goes (after a managed containerd
+	// stopped), kept after a crash for the next start to use; "off" leaves
+	// them on the disk, which costs CPU for every container. Like FastPath,
+	// it is chosen when the containerd connection is first made, with that
+	// config's RunDir; changing either takes a restart. Default: "auto".
 	StateTmpfs string `json:"state_tmpfs,omitempty"`
 
 	// RefillConcurrency bounds how many containers are created at once in
@@ -170,7 +172,6 @@ type App struct {
 	routes   []*route
 	backend  *backend
 	bkey     string
-	tmpfs    []string // keys in stateMounts this app holds
 	spawner  *spawner.Spawner
 	cancel   context.CancelFunc
 	bgDone   chan struct{}
@@ -327,16 +328,10 @@ func (a *App) Start() (err error) {
 	return nil
 }
 
-// connect puts the state directories on a tmpfs and takes (or makes) the
-// containerd backend; on error it holds neither.
+// connect takes (or makes) the containerd backend.
 func (a *App) connect() (*backend, error) {
-	if err := a.acquireStateTmpfs(); err != nil {
-		_ = a.releaseBackend()
-		return nil, err
-	}
 	b, key, err := a.acquireBackend()
 	if err != nil {
-		_ = a.releaseBackend()
 		return nil, err
 	}
 	a.backend, a.bkey = b, key

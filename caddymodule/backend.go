@@ -32,6 +32,8 @@ type backend struct {
 	fast    *spawner.FastPath // nil: containers run on the runc shim
 	logger  *zap.Logger
 
+	tmpfs []*stateMount // the state tmpfs mounts, unmounted at the end
+
 	mu       sync.Mutex
 	used     map[string]string // namespace → snapshotter, swept at the end
 	spawners map[spawner.Config]*spawner.Spawner
@@ -91,6 +93,7 @@ func (b *backend) Destruct() error {
 	if b.daemon != nil {
 		_ = b.daemon.Stop(ctx)
 	}
+	b.unmountState()
 	return err
 }
 
@@ -117,6 +120,11 @@ func newBackend(a *App) (*backend, error) {
 		address: a.Address, logger: a.logger,
 		used: map[string]string{}, spawners: map[spawner.Config]*spawner.Spawner{},
 	}
+	mounts, err := a.mountStateTmpfs()
+	if err != nil {
+		return nil, err
+	}
+	b.tmpfs = mounts
 	if a.Address == "" {
 		d, err := spawner.StartDaemon(context.Background(), spawner.DaemonConfig{
 			Binary:       a.Managed.Binary,
@@ -126,6 +134,7 @@ func newBackend(a *App) (*backend, error) {
 			SyncMetadata: a.Managed.SyncMetadata,
 		}, a.logger)
 		if err != nil {
+			b.unmountState()
 			return nil, err
 		}
 		b.daemon = d
@@ -136,6 +145,7 @@ func newBackend(a *App) (*backend, error) {
 		if b.daemon != nil {
 			_ = b.daemon.Stop(context.Background())
 		}
+		b.unmountState()
 		return nil, fmt.Errorf("connecting to containerd at %s: %w", b.address, err)
 	}
 	b.client = c
@@ -196,6 +206,7 @@ func (b *backend) close() {
 	if b.daemon != nil {
 		_ = b.daemon.Stop(context.Background())
 	}
+	b.unmountState()
 }
 
 // startFastPath starts the task server for the containerd at address, or
@@ -210,6 +221,7 @@ func (a *App) startFastPath(address string) *spawner.FastPath {
 	defer cancel()
 	fp, err := spawner.StartFastPath(ctx, spawner.FastPathConfig{
 		StateDir: state, Crun: a.CrunBinary, Containerd: address,
+		BinDir: filepath.Join(caddy.AppDataDir(), "spawn", "bin"),
 	}, a.logger)
 	if err != nil {
 		a.logger.Warn("fast path not available; containers run on containerd's runc shim",
@@ -224,20 +236,17 @@ func shortHash(s string) string {
 	return hex.EncodeToString(sum[:4])
 }
 
-// releaseBackend gives the app's backend back, then its state tmpfs
-// mounts; the last user of each closes it (so a tmpfs goes only after the
-// containerd and task server whose state it holds have stopped).
+// releaseBackend gives the app's backend back; the last user closes it.
 func (a *App) releaseBackend() error {
-	var err error
-	if a.bkey != "" {
-		key := a.bkey
-		a.bkey = ""
-		if _, derr := backends.Delete(key); derr != nil {
-			err = fmt.Errorf("releasing containerd backend: %w", derr)
-		}
+	if a.bkey == "" {
+		return nil
 	}
-	a.releaseStateTmpfs()
-	return err
+	key := a.bkey
+	a.bkey = ""
+	if _, err := backends.Delete(key); err != nil {
+		return fmt.Errorf("releasing containerd backend: %w", err)
+	}
+	return nil
 }
 
 // Interface guards

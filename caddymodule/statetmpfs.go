@@ -2,12 +2,12 @@ package caddymodule
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-spawn/caddy-spawn/spawner"
 )
@@ -26,30 +26,10 @@ func checkStateTmpfs(mode string) error {
 	return fmt.Errorf("state_tmpfs: %q must be auto or off", mode)
 }
 
-// stateMounts shares the state tmpfs mounts across config reloads, keyed
-// by directory, as backends shares containerd: the old config's Stop must
-// not unmount what the new one's containerd is using.
-var stateMounts = caddy.NewUsagePool()
-
 // stateMount is one directory made a tmpfs by MountStateTmpfs.
 type stateMount struct {
-	dir    string
-	ours   bool // a tmpfs of ours is mounted there
-	logger *zap.Logger
-}
-
-// Destruct unmounts our tmpfs once the last config using it has stopped
-// (and with it containerd and the task server).
-func (m *stateMount) Destruct() error {
-	if !m.ours {
-		return nil
-	}
-	if err := spawner.UnmountStateTmpfs(m.dir); err != nil {
-		m.logger.Warn("state tmpfs left mounted", zap.String("dir", m.dir), zap.Error(err))
-		return nil
-	}
-	m.logger.Info("state tmpfs unmounted", zap.String("dir", m.dir))
-	return nil
+	dir  string
+	ours bool // a tmpfs of ours is mounted there
 }
 
 // stateDirs are the directories every container writes into: run_dir
@@ -66,39 +46,51 @@ func (a *App) stateDirs() []string {
 	return dirs
 }
 
-// acquireStateTmpfs puts the state directories on a tmpfs (state_tmpfs).
-func (a *App) acquireStateTmpfs() error {
+// mountStateTmpfs puts the state directories on a tmpfs (state_tmpfs),
+// for a new backend: the backend holds them, and unmounts them when it
+// goes, after its containerd and task server stopped. On error nothing is
+// left mounted.
+func (a *App) mountStateTmpfs() ([]*stateMount, error) {
 	if a.StateTmpfs == stateTmpfsOff {
-		return nil
+		return nil, nil
 	}
+	var mounts []*stateMount
 	for _, dir := range a.stateDirs() {
 		abs, err := filepath.Abs(dir)
-		if err != nil {
-			return err
+		if err == nil {
+			err = os.MkdirAll(abs, 0o711)
 		}
-		key := "tmpfs:" + abs
-		_, _, err = stateMounts.LoadOrNew(key, func() (caddy.Destructor, error) {
-			ours, err := spawner.MountStateTmpfs(abs)
-			if err != nil {
-				return nil, fmt.Errorf("state_tmpfs: %w (set state_tmpfs off to keep the state on disk)", err)
-			}
-			if ours {
-				a.logger.Info("state on a tmpfs of ours", zap.String("dir", abs))
-			}
-			return &stateMount{dir: abs, ours: ours, logger: a.logger}, nil
-		})
-		if err != nil {
-			return err
+		if err == nil {
+			// mountinfo names the resolved path (/var/run is a link).
+			abs, err = filepath.EvalSymlinks(abs)
 		}
-		a.tmpfs = append(a.tmpfs, key)
+		var ours bool
+		if err == nil {
+			ours, err = spawner.MountStateTmpfs(abs)
+		}
+		if err != nil {
+			(&backend{tmpfs: mounts, logger: a.logger}).unmountState()
+			return nil, fmt.Errorf("state_tmpfs: %w (set state_tmpfs off to keep the state on disk)", err)
+		}
+		if ours {
+			a.logger.Info("state on a tmpfs of ours", zap.String("dir", abs))
+		}
+		mounts = append(mounts, &stateMount{dir: abs, ours: ours})
 	}
-	return nil
+	return mounts, nil
 }
 
-// releaseStateTmpfs gives back the state mounts this app holds.
-func (a *App) releaseStateTmpfs() {
-	for _, key := range a.tmpfs {
-		_, _ = stateMounts.Delete(key)
+// unmountState unmounts the backend's state tmpfs mounts.
+func (b *backend) unmountState() {
+	for _, m := range slices.Backward(b.tmpfs) {
+		if !m.ours {
+			continue
+		}
+		if err := spawner.UnmountStateTmpfs(m.dir); err != nil {
+			b.logger.Warn("state tmpfs left mounted", zap.String("dir", m.dir), zap.Error(err))
+			continue
+		}
+		b.logger.Info("state tmpfs unmounted", zap.String("dir", m.dir))
 	}
-	a.tmpfs = nil
+	b.tmpfs = nil
 }

@@ -52,8 +52,9 @@ const (
 //
 // A request goes to the home node with the most warm containers for its
 // route; when no home node has one, to any other node that reports one
-// (spill-over); when none does, to the home node with the fewest requests
-// in flight. A retry of a request goes to a node it was not sent to yet,
+// (spill-over); when none does, to the node with the fewest requests in
+// flight (like least_conn: without a known warm container, spreading the
+// load drains every node's pool evenly and lets them refill in parallel). A retry of a request goes to a node it was not sent to yet,
 // while there is one. Nodes whose report says not ready or draining get nothing;
 // nodes without a fresh report (not polled yet, unreachable, or silent
 // for longer than report_ttl) are used only when no node has a fresh
@@ -431,7 +432,8 @@ func splitTried(s string) map[string]bool {
 
 // chooseWarm picks among cands: the home node (one of the home highest
 // rendezvous weights) with the most warm containers; else the other node
-// with the most; else the home node with the fewest requests in flight.
+// with the most; else the node with the fewest requests in flight, home
+// nodes first on ties.
 func chooseWarm(cands []candidate, home int) *reverseproxy.Upstream {
 	sortByWeight(cands)
 	home = min(home, len(cands))
@@ -442,7 +444,7 @@ func chooseWarm(cands []candidate, home int) *reverseproxy.Upstream {
 		return c.up
 	}
 	least := &cands[0]
-	for i := 1; i < home; i++ {
+	for i := 1; i < len(cands); i++ {
 		if cands[i].up.NumRequests() < least.up.NumRequests() {
 			least = &cands[i]
 		}

@@ -35,6 +35,10 @@ type FastPathConfig struct {
 	// Containerd is containerd's gRPC socket; task events go to its ttrpc
 	// socket next to it.
 	Containerd string
+	// BinDir is where the runtime's delete program is written (see
+	// noopbin_linux.go): a directory containerd can exec from (run
+	// directories are often noexec). Empty: StateDir.
+	BinDir string
 }
 
 // FastPath is a supervised task server: one long-lived process that serves
@@ -74,9 +78,9 @@ func StartFastPath(ctx context.Context, cfg FastPathConfig, logger *zap.Logger) 
 	// containerd execs the runtime binary once per task when the task's
 	// connection closes ("cleaning up dead shim"); ours did that cleanup
 	// already, so the cheapest program that exits 0 will do (noopbin_linux.go).
-	rt, err := installNoop(cfg.StateDir, runtime.GOARCH)
+	rt, err := runtimeBinary(cfg, logger)
 	if err != nil {
-		return nil, fmt.Errorf("%w: writing the runtime's delete program: %w", ErrFastPathUnavailable, err)
+		return nil, err
 	}
 	f := &FastPath{
 		cfg: cfg, socket: filepath.Join(cfg.StateDir, "task.sock"), runtime: rt, logger: logger,
@@ -124,6 +128,29 @@ func StartFastPath(ctx context.Context, cfg FastPathConfig, logger *zap.Logger) 
 	return f, nil
 }
 
+// runtimeBinary installs the exit program and checks that it runs (the
+// directory may be noexec, or the architecture one we have no program
+// for); failing that, it falls back to true(1).
+func runtimeBinary(cfg FastPathConfig, logger *zap.Logger) (string, error) {
+	dir := cfg.BinDir
+	if dir == "" {
+		dir = cfg.StateDir
+	}
+	path, err := installNoop(dir, runtime.GOARCH)
+	if err == nil {
+		err = exec.Command(path, "delete").Run()
+	}
+	if err == nil {
+		return path, nil
+	}
+	rt, lerr := exec.LookPath("true")
+	if lerr != nil {
+		return "", fmt.Errorf("%w: no runtime delete program (%w) and no true(1) in PATH", ErrFastPathUnavailable, err)
+	}
+	logger.Info("fast path: using true(1) for containerd's per-task delete exec", zap.String("dir", dir), zap.Error(err))
+	return rt, nil
+}
+
 // Endpoint is the task API address given to every task.
 func (f *FastPath) Endpoint() string { return "ttrpc+unix://" + f.socket }
 
@@ -147,7 +174,9 @@ func (f *FastPath) Stop(ctx context.Context) {
 		_ = os.RemoveAll(crunRoot)
 		_ = os.Remove(filepath.Join(f.cfg.StateDir, "layers")) // only if empty
 		_ = os.Remove(filepath.Join(f.cfg.StateDir, "idmap"))  // the same
-		_ = os.Remove(f.runtime)
+		if filepath.Base(f.runtime) == noopName {
+			_ = os.Remove(f.runtime)
+		}
 	}
 	f.logger.Info("fast path: task server stopped")
 }

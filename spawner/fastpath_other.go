@@ -13,7 +13,7 @@ import (
 
 // FastPathConfig configures the fast path; see the Linux build.
 type FastPathConfig struct {
-	StateDir, Crun, Containerd string
+	StateDir, Crun, Containerd, BinDir string
 }
 
 // FastPath is unavailable off Linux.

@@ -52,7 +52,10 @@ func (s *Spawner) createFastContainer(ctx context.Context, id string, opts []cli
 }
 
 // newFastTask creates the task of container id with dio as its stdio, the
-// view's mounts as its rootfs, on the task server.
+// view's mounts as its rootfs, on the task server. It returns the task's
+// handle even on error: containerd may have made the task before the
+// error (its Create can fail after the runtime's), so the caller's
+// teardown kills and deletes it by ID (NotFound when it never existed).
 func (s *Spawner) newFastTask(ctx context.Context, id string, dio *cio.DirectIO, view *layerView) (*fastTask, error) {
 	cfg := dio.Config()
 	req := &tasks.CreateTaskRequest{
@@ -62,11 +65,11 @@ func (s *Spawner) newFastTask(ctx context.Context, id string, dio *cio.DirectIO,
 	for _, m := range view.mounts {
 		req.Rootfs = append(req.Rootfs, &types.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
-	svc := s.cfg.Client.TaskService()
-	if _, err := svc.Create(ctx, req); err != nil {
-		return nil, errgrpc.ToNative(err)
+	t := &fastTask{svc: s.cfg.Client.TaskService(), id: id}
+	if _, err := t.svc.Create(ctx, req); err != nil {
+		return t, errgrpc.ToNative(err)
 	}
-	return &fastTask{svc: svc, id: id}, nil
+	return t, nil
 }
 
 func (t *fastTask) Wait(ctx context.Context) (<-chan client.ExitStatus, error) {

@@ -66,6 +66,7 @@ type Instance struct {
 	killed  bool
 
 	exited    chan struct{}
+	watching  bool // watchExit runs: exited will close
 	status    client.ExitStatus
 	token     string        // exit-record token sent in the frame
 	stderr    io.Reader     // program stderr minus the exit record
@@ -206,7 +207,9 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	t1 := time.Now()
 	var task taskOps
 	if view != nil {
-		task, err = s.newFastTask(ctx, id, dio, view)
+		var ft *fastTask
+		ft, err = s.newFastTask(ctx, id, dio, view)
+		inst.task, task = ft, ft // even on error: Destroy removes it by ID
 	} else {
 		task, err = c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil }, s.taskOpts()...)
 	}
@@ -221,6 +224,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 		return nil, fmt.Errorf("waiting on task %s: %w", id, err)
 	}
 	go inst.watchExit(exitCh)
+	inst.watching = true
 	t2 := time.Now()
 	if err := task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting task %s: %w", id, err)
@@ -278,8 +282,10 @@ func (s *Spawner) sharedLayers(ctx context.Context, fn *Function, tmpl *specTemp
 	}
 	v, err := s.acquireLayers(ctx, tmpl.diffIDs)
 	if err != nil {
-		s.log.Warn("no shared layer view; the container gets a snapshot of its own",
-			zap.String("route", fn.Name), zap.Error(err))
+		if !errors.Is(err, errViewsUnsupported) || !s.viewsWarned.Swap(true) {
+			s.log.Warn("no shared layer view; the container gets a snapshot of its own",
+				zap.String("route", fn.Name), zap.Error(err))
+		}
 		return nil
 	}
 	return v
@@ -514,16 +520,26 @@ func (i *Instance) Kill(ctx context.Context) {
 	if i.killed {
 		return
 	}
-	i.killed = true
 	// A frozen task can't act on a signal; thaw it first.
 	if err := i.thawLocked(); err != nil {
 		i.s.log.Warn("thawing before kill", zap.String("container", i.ID), zap.Error(err))
 	}
-	ctx = i.s.ctx(context.WithoutCancel(ctx))
-	if err := i.task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+	// Bounded, whatever the caller's context: a containerd or task server
+	// that does not answer must not hold the request (and stateMu) forever.
+	// Only a kill that was delivered counts; a failed one is tried again by
+	// the next Kill (Destroy's, at the latest).
+	ctx, cancel := context.WithTimeout(i.s.ctx(context.WithoutCancel(ctx)), killTimeout)
+	defer cancel()
+	err := i.task.Kill(ctx, syscall.SIGKILL)
+	if err != nil && !errdefs.IsNotFound(err) {
 		i.s.log.Warn("killing container", zap.String("container", i.ID), zap.Error(err))
+		return
 	}
+	i.killed = true
 }
+
+// killTimeout bounds one Kill call to containerd.
+const killTimeout = 5 * time.Second
 
 // Destroy kills the task if still running and removes task, container, its
 // snapshot and FIFOs. It uses its own time budget, never the request's.
@@ -536,6 +552,7 @@ func (i *Instance) Destroy(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(i.s.ctx(context.WithoutCancel(ctx)), teardownTimeout)
 		defer cancel()
 		start := time.Now()
+		taskLeft := false
 		if i.task != nil {
 			i.Kill(ctx)
 			// The shim reports a killed task's exit only once it has copied
@@ -544,19 +561,30 @@ func (i *Instance) Destroy(ctx context.Context) {
 			if i.dio != nil {
 				go func() { _, _ = io.Copy(io.Discard, i.dio.Stdout) }()
 			}
-			select {
-			case <-i.exited:
-			case <-ctx.Done():
+			if i.watching {
+				select {
+				case <-i.exited:
+				case <-ctx.Done():
+				}
 			}
 			if _, err := i.task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 				i.s.log.Warn("deleting task", zap.String("container", i.ID), zap.Error(err))
+				if i.container == nil {
+					// containerd's container service deletes a record whose
+					// task lives on (the client's Container.Delete refused
+					// to): keep the record for the janitor, which kills and
+					// deletes both.
+					taskLeft = true
+				}
 			}
 		}
 		if i.dio != nil {
 			i.dio.Cancel()
 			_ = i.dio.Close()
 		}
-		if err := i.deleteContainer(ctx); err != nil && !errdefs.IsNotFound(err) {
+		if taskLeft {
+			i.s.kickReap()
+		} else if err := i.deleteContainer(ctx); err != nil && !errdefs.IsNotFound(err) {
 			// Left for the janitor, which retries once containerd answers.
 			i.s.log.Warn("deleting container; will retry", zap.String("container", i.ID), zap.Error(err))
 			i.s.kickReap()

@@ -2,7 +2,10 @@ package spawner
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,8 +35,10 @@ const maxLayerViews = 32
 
 // layerViews are the Spawner's shared views, one per image layer chain.
 type layerViews struct {
-	mu sync.Mutex
-	m  map[string]*layerView // by chain ID
+	mu          sync.Mutex
+	m           map[string]*layerView // by chain ID
+	nonce       string                // in the keys: this Spawner's views are its own
+	unsupported bool                  // the snapshotter's views are not layers we can write over
 }
 
 // layerView is one View snapshot and its mounts.
@@ -56,11 +61,18 @@ func (s *Spawner) acquireLayers(ctx context.Context, diffIDs []digest.Digest) (*
 	if s.views.m == nil {
 		s.views.m = map[string]*layerView{}
 	}
+	if s.views.unsupported {
+		return nil, errViewsUnsupported
+	}
 	if len(s.views.m) >= maxLayerViews {
 		s.removeUnusedViewsLocked(ctx)
 	}
-	// One key per owner and chain: a restarted process makes its own.
-	key := fmt.Sprintf("caddy-spawn-layers-%s-%s", s.cfg.Owner, identity.ChainID(diffIDs).Encoded()[:16])
+	if s.views.nonce == "" {
+		s.views.nonce = randHex(8)
+	}
+	// One key per Spawner and chain: another Spawner of the process (a
+	// reload with other settings) or a restarted process makes its own.
+	key := fmt.Sprintf("caddy-spawn-layers-%s-%s-%s", s.cfg.Owner, s.views.nonce, identity.ChainID(diffIDs).Encoded()[:16])
 	now := time.Now().UTC().Format(time.RFC3339)
 	sn := s.cfg.Client.SnapshotService(s.cfg.Snapshotter)
 	mounts, err := sn.View(ctx, key, chain, ctrsnapshots.WithLabels(map[string]string{
@@ -74,8 +86,41 @@ func (s *Spawner) acquireLayers(ctx context.Context, diffIDs []digest.Digest) (*
 		return nil, fmt.Errorf("viewing layers %s: %w", chain, err)
 	}
 	v := &layerView{key: key, mounts: mounts, users: 1}
+	if !readOnlyLayers(mounts) {
+		// Not what the task server puts a writable layer over (another
+		// snapshotter than overlayfs): containers keep their snapshots.
+		_ = s.removeView(ctx, v)
+		s.views.unsupported = true
+		return nil, fmt.Errorf("%w: %s gives %+v", errViewsUnsupported, s.cfg.Snapshotter, mounts)
+	}
 	s.views.m[chain] = v
 	return v, nil
+}
+
+// errViewsUnsupported: the snapshotter's views can't be shared this way.
+var errViewsUnsupported = errors.New("layer views of this snapshotter can't be shared")
+
+// readOnlyLayers reports whether mounts are what the overlay snapshotter
+// gives for a View, which the task server knows to put a writable layer
+// over: a read-only bind mount of one layer, or an overlay without an
+// upper directory.
+func readOnlyLayers(mounts []mount.Mount) bool {
+	if len(mounts) != 1 {
+		return false
+	}
+	m := mounts[0]
+	switch m.Type {
+	case "bind":
+		return slices.Contains(m.Options, "ro")
+	case "overlay":
+		for _, o := range m.Options {
+			if strings.HasPrefix(o, "upperdir=") {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // releaseLayers counts one user less of v.

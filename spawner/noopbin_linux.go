@@ -71,6 +71,9 @@ func noopELF(goarch string) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// noopName is the exit program's file name.
+const noopName = "caddy-spawn-task-delete"
+
 // installNoop writes the exit program for goarch into dir and returns its
 // path. It replaces the file atomically, so a containerd running an older
 // copy never sees a half-written one.
@@ -79,8 +82,11 @@ func installNoop(dir, goarch string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, "task-delete")
-	tmp, err := os.CreateTemp(dir, ".task-delete-*")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, noopName)
+	tmp, err := os.CreateTemp(dir, "."+noopName+"-*")
 	if err != nil {
 		return "", err
 	}

@@ -29,7 +29,8 @@ type Spawner struct {
 
 	sandboxReady atomic.Bool // our sandbox record exists (fast path)
 	tmpl         templates
-	views        layerViews // fast path: shared read-only image layers
+	views        layerViews  // fast path: shared read-only image layers
+	viewsWarned  atomic.Bool // said once that the snapshotter's views can't be shared
 	slots        slots
 
 	reapKick    chan struct{}
