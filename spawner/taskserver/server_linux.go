@@ -129,6 +129,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.Close()
 	}()
 	err = srv.Serve(context.Background(), l)
+	// Serve returns as soon as Shutdown has closed the listener, while
+	// Close may still be detaching the id-mapped views: wait for it (Once
+	// blocks until the first call is done), or the process exits with the
+	// views still mounted (seen: TestUserns, a view left after a clean stop).
+	s.Close()
 	if errors.Is(err, ttrpc.ErrServerClosed) {
 		return nil
 	}
