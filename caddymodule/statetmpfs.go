@@ -69,7 +69,7 @@ func (a *App) mountStateTmpfs() ([]*stateMount, error) {
 			ours, err = spawner.MountStateTmpfs(abs)
 		}
 		if err != nil {
-			(&backend{tmpfs: mounts, logger: a.logger}).unmountState()
+			unmountStateTmpfs(mounts, a.logger)
 			return nil, fmt.Errorf("state_tmpfs: %w (set state_tmpfs off to keep the state on disk)", err)
 		}
 		if ours {
@@ -82,15 +82,20 @@ func (a *App) mountStateTmpfs() ([]*stateMount, error) {
 
 // unmountState unmounts the backend's state tmpfs mounts.
 func (b *backend) unmountState() {
-	for _, m := range slices.Backward(b.tmpfs) {
+	unmountStateTmpfs(b.tmpfs, b.logger)
+	b.tmpfs = nil
+}
+
+// unmountStateTmpfs unmounts our tmpfs mounts of mounts, last first.
+func unmountStateTmpfs(mounts []*stateMount, logger *zap.Logger) {
+	for _, m := range slices.Backward(mounts) {
 		if !m.ours {
 			continue
 		}
 		if err := spawner.UnmountStateTmpfs(m.dir); err != nil {
-			b.logger.Warn("state tmpfs left mounted", zap.String("dir", m.dir), zap.Error(err))
+			logger.Warn("state tmpfs left mounted", zap.String("dir", m.dir), zap.Error(err))
 			continue
 		}
-		b.logger.Info("state tmpfs unmounted", zap.String("dir", m.dir))
+		logger.Info("state tmpfs unmounted", zap.String("dir", m.dir))
 	}
-	b.tmpfs = nil
 }

@@ -207,16 +207,15 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	t1 := time.Now()
 	var task taskOps
 	if view != nil {
-		var ft *fastTask
-		ft, err = s.newFastTask(ctx, id, dio, view)
-		inst.task, task = ft, ft // even on error: Destroy removes it by ID
+		// A handle even on error: Destroy removes the task by ID.
+		task, err = s.newFastTask(ctx, id, dio, view)
 	} else {
 		task, err = c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil }, s.taskOpts()...)
 	}
+	inst.task = task
 	if err != nil {
 		return nil, fmt.Errorf("creating task for %s: %w", id, err)
 	}
-	inst.task = task
 	// Wait before Start, so the exit can't be missed; on a context that
 	// outlives the request.
 	exitCh, err := task.Wait(context.WithoutCancel(ctx))

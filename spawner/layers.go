@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +14,8 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+
+	"github.com/caddy-spawn/caddy-spawn/spawner/taskserver"
 )
 
 // maxLayerViews bounds the views kept: past it, views no container uses
@@ -51,7 +51,8 @@ type layerView struct {
 // acquireLayers returns the shared view of the layer chain diffIDs,
 // making it on first use, and counts one more user of it.
 func (s *Spawner) acquireLayers(ctx context.Context, diffIDs []digest.Digest) (*layerView, error) {
-	chain := identity.ChainID(diffIDs).String()
+	chainID := identity.ChainID(diffIDs)
+	chain := chainID.String()
 	s.views.mu.Lock()
 	defer s.views.mu.Unlock()
 	if v, ok := s.views.m[chain]; ok {
@@ -65,14 +66,14 @@ func (s *Spawner) acquireLayers(ctx context.Context, diffIDs []digest.Digest) (*
 		return nil, errViewsUnsupported
 	}
 	if len(s.views.m) >= maxLayerViews {
-		s.removeUnusedViewsLocked(ctx)
+		s.removeViewsLocked(ctx, false)
 	}
 	if s.views.nonce == "" {
 		s.views.nonce = randHex(8)
 	}
 	// One key per Spawner and chain: another Spawner of the process (a
 	// reload with other settings) or a restarted process makes its own.
-	key := fmt.Sprintf("caddy-spawn-layers-%s-%s-%s", s.cfg.Owner, s.views.nonce, identity.ChainID(diffIDs).Encoded()[:16])
+	key := fmt.Sprintf("caddy-spawn-layers-%s-%s-%s", s.cfg.Owner, s.views.nonce, chainID.Encoded()[:16])
 	now := time.Now().UTC().Format(time.RFC3339)
 	sn := s.cfg.Client.SnapshotService(s.cfg.Snapshotter)
 	mounts, err := sn.View(ctx, key, chain, ctrsnapshots.WithLabels(map[string]string{
@@ -86,7 +87,7 @@ func (s *Spawner) acquireLayers(ctx context.Context, diffIDs []digest.Digest) (*
 		return nil, fmt.Errorf("viewing layers %s: %w", chain, err)
 	}
 	v := &layerView{key: key, mounts: mounts, users: 1}
-	if !readOnlyLayers(mounts) {
+	if !taskserver.IsLayerView(mounts) {
 		// Not what the task server puts a writable layer over (another
 		// snapshotter than overlayfs): containers keep their snapshots.
 		_ = s.removeView(ctx, v)
@@ -100,29 +101,6 @@ func (s *Spawner) acquireLayers(ctx context.Context, diffIDs []digest.Digest) (*
 // errViewsUnsupported: the snapshotter's views can't be shared this way.
 var errViewsUnsupported = errors.New("layer views of this snapshotter can't be shared")
 
-// readOnlyLayers reports whether mounts are what the overlay snapshotter
-// gives for a View, which the task server knows to put a writable layer
-// over: a read-only bind mount of one layer, or an overlay without an
-// upper directory.
-func readOnlyLayers(mounts []mount.Mount) bool {
-	if len(mounts) != 1 {
-		return false
-	}
-	m := mounts[0]
-	switch m.Type {
-	case "bind":
-		return slices.Contains(m.Options, "ro")
-	case "overlay":
-		for _, o := range m.Options {
-			if strings.HasPrefix(o, "upperdir=") {
-				return false
-			}
-		}
-		return true
-	}
-	return false
-}
-
 // releaseLayers counts one user less of v.
 func (s *Spawner) releaseLayers(v *layerView) {
 	s.views.mu.Lock()
@@ -130,16 +108,16 @@ func (s *Spawner) releaseLayers(v *layerView) {
 	v.users--
 }
 
-// removeUnusedViewsLocked removes the views no live instance uses.
-func (s *Spawner) removeUnusedViewsLocked(ctx context.Context) {
+// removeViewsLocked removes the views no live instance uses, or all of
+// them (Close, once no container is left).
+func (s *Spawner) removeViewsLocked(ctx context.Context, all bool) {
 	for chain, v := range s.views.m {
-		if v.users > 0 {
+		if v.users > 0 && !all {
 			continue
 		}
-		if err := s.removeView(ctx, v); err != nil {
-			continue
+		if err := s.removeView(ctx, v); err == nil {
+			delete(s.views.m, chain)
 		}
-		delete(s.views.m, chain)
 	}
 }
 
@@ -147,11 +125,7 @@ func (s *Spawner) removeUnusedViewsLocked(ctx context.Context) {
 func (s *Spawner) removeViews(ctx context.Context) {
 	s.views.mu.Lock()
 	defer s.views.mu.Unlock()
-	for chain, v := range s.views.m {
-		if err := s.removeView(ctx, v); err == nil {
-			delete(s.views.m, chain)
-		}
-	}
+	s.removeViewsLocked(ctx, true)
 }
 
 func (s *Spawner) removeView(ctx context.Context, v *layerView) error {

@@ -276,20 +276,8 @@ func testAddressCore(t *testing.T, d *hostContainerd, run string) {
 // process; the stock path runs io.containerd.runc.v2 shims.
 func checkPath(t *testing.T, p *caddyProc, d *hostContainerd, ids []string) {
 	t.Helper()
-	c, err := p.containerd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := namespaces.WithNamespace(context.Background(), namespace)
 	for _, id := range ids {
-		ctr, err := c.LoadContainer(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := ctr.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		info := p.containerInfo(t, id)
 		if d.fastPath() {
 			if info.SandboxID != "caddy-spawn-task-server" || info.Runtime.Name == "io.containerd.runc.v2" {
 				t.Errorf("containerd %s: container %s has sandbox %q, runtime %q: want the fast path (sandbox caddy-spawn-task-server)", d.version, id, info.SandboxID, info.Runtime.Name)

@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
@@ -497,6 +498,26 @@ func (c ctrState) claimed() bool {
 		return false // created, not yet running the init (or frozen just before)
 	}
 	return true
+}
+
+// containerInfo is the record of container id in Caddy's containerd.
+func (p *caddyProc) containerInfo(t *testing.T, id string) containers.Container {
+	t.Helper()
+	c, err := p.containerd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
+	defer cancel()
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ctr.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
 }
 
 // containerStates lists the managed containers with their first process,

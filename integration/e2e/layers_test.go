@@ -67,27 +67,13 @@ func TestSharedLayers(t *testing.T) {
 	if len(views) != 1 {
 		t.Fatalf("layer views %v, want exactly one for the route's image", views)
 	}
-	c, err := p.containerd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
-	defer cancel()
 	_, snaps, err := p.containerStates()
 	if err != nil {
 		t.Fatal(err)
 	}
 	tasks := p.ctrTasks(t)
 	for _, id := range pooled {
-		ctr, err := c.LoadContainer(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := ctr.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.SnapshotKey != "" {
+		if info := p.containerInfo(t, id); info.SnapshotKey != "" {
 			t.Errorf("pooled container %s has a snapshot of its own (%s): want the shared view", id, info.SnapshotKey)
 		}
 		for _, s := range snaps {

@@ -72,6 +72,34 @@ func TestOverlayParts(t *testing.T) {
 	}
 }
 
+// TestIsLayerView: only read-only views of layers are shared among
+// containers; an active snapshot, a writable or id-mapped bind or several
+// mounts are not.
+func TestIsLayerView(t *testing.T) {
+	view := mount.Mount{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=/s/2/fs:/s/1/fs"}}
+	bind := mount.Mount{Type: "bind", Source: "/s/1/fs", Options: []string{"ro", "rbind"}}
+	active := mount.Mount{Type: "overlay", Source: "overlay", Options: []string{
+		"workdir=/s/5/work", "upperdir=/s/5/fs", "lowerdir=/s/1/fs",
+	}}
+	for _, tc := range []struct {
+		name   string
+		mounts []mount.Mount
+		want   bool
+	}{
+		{"view of several layers", []mount.Mount{view}, true},
+		{"view of one layer", []mount.Mount{bind}, true},
+		{"active snapshot", []mount.Mount{active}, false},
+		{"writable bind", []mount.Mount{{Type: "bind", Source: "/s/1/fs", Options: []string{"rw", "rbind"}}}, false},
+		{"id-mapped bind", []mount.Mount{{Type: "bind", Source: "/s/1/fs", Options: []string{"uidmap=0:1:1", "ro", "rbind"}}}, false},
+		{"two mounts", []mount.Mount{bind, bind}, false},
+		{"none", nil, false},
+	} {
+		if got := IsLayerView(tc.mounts); got != tc.want {
+			t.Errorf("%s: IsLayerView = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestBoundedLayerOverView mounts what boundedLayer makes of a read-only
 // view of one layer: the container writes to its own tmpfs, the shared
 // layer stays as it was, and a second container over the same view does

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -210,58 +209,6 @@ func (s *Server) boundedLayer(t *task, mounts []mount.Mount) ([]mount.Mount, err
 	}
 	options := append([]string{"workdir=" + newWork, "upperdir=" + newUpper, "lowerdir=" + m.lower}, m.rest...)
 	return []mount.Mount{{Type: "overlay", Source: "overlay", Options: options}}, nil
-}
-
-// overlay is a rootfs mount taken apart: its lower directories (the
-// lowerdir option), the directory whose root the upper one replaces, and
-// its other options.
-type overlay struct {
-	lower, root string
-	rest        []string
-}
-
-// overlayParts takes apart an overlay with an upper directory (an active
-// snapshot), an overlay without one or a read-only bind mount of one layer
-// (views). Anything else is not ok.
-func overlayParts(m mount.Mount) (overlay, bool) {
-	var o overlay
-	switch m.Type {
-	case "overlay":
-		for _, opt := range m.Options {
-			switch {
-			case strings.HasPrefix(opt, "upperdir="):
-				o.root = strings.TrimPrefix(opt, "upperdir=")
-			case strings.HasPrefix(opt, "workdir="):
-			case strings.HasPrefix(opt, "lowerdir="):
-				o.lower = strings.TrimPrefix(opt, "lowerdir=")
-			default:
-				o.rest = append(o.rest, opt)
-			}
-		}
-		if o.lower == "" {
-			return o, false
-		}
-		if o.root == "" {
-			o.root, _, _ = strings.Cut(o.lower, ":")
-		}
-		return o, true
-	case "bind":
-		ro := false
-		for _, opt := range m.Options {
-			switch opt {
-			case "ro":
-				ro = true
-			case "rbind", "bind":
-			default:
-				return o, false
-			}
-		}
-		if !ro || m.Source == "" || strings.Contains(m.Source, ":") {
-			return o, false
-		}
-		return overlay{lower: m.Source, root: m.Source}, true
-	}
-	return o, false
 }
 
 // diskBytesPerInode sets the writable layer's inode bound (as spawner's).
