@@ -20,8 +20,14 @@ const exitMarker = "\x00SPAWN-EXIT "
 const maxExitRecord = len(exitMarker) + 64 + 1 + 11 + 1
 
 // exitFilter passes a program's stderr through, minus the init's exit
-// record, which it parses and reports once. A NUL-led tail that may be the
-// start of a record is held back until the next read or EOF.
+// record, which it parses and reports once. The record ends the program's
+// stderr: the init writes it after the program has exited, and a pipe keeps
+// order, so everything the program wrote is before it. Read returns EOF
+// there, without waiting for the FIFO's own EOF, which comes only when the
+// init and every process holding the FIFO are gone (~1 ms later here).
+// What follows the record (from a leftover process of the program) is not
+// the program's; Drain discards it. A NUL-led tail that may be the start of
+// a record is held back until the next read or EOF.
 type exitFilter struct {
 	r       io.Reader
 	record  []byte // exitMarker + token + " "
@@ -41,6 +47,9 @@ func newExitFilter(r io.Reader, token string, onReady func(), onExit func(code i
 
 func (f *exitFilter) Read(p []byte) (int, error) {
 	for len(f.out) == 0 {
+		if f.found {
+			return 0, io.EOF
+		}
 		if f.eof {
 			if len(f.pending) > 0 {
 				f.out, f.pending = f.pending, nil
@@ -63,12 +72,25 @@ func (f *exitFilter) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Drain reads and discards the rest of the stream, to its EOF, so nothing
+// still writing to it blocks.
+func (f *exitFilter) Drain() {
+	f.pending, f.out = nil, nil
+	if !f.eof {
+		_, _ = io.Copy(io.Discard, f.r)
+		f.eof = true
+	}
+}
+
 // scan moves what is certainly not (part of) a record from pending to out,
 // and consumes a complete record.
 func (f *exitFilter) scan() {
 	for {
 		i := bytes.IndexByte(f.pending, 0)
-		if i < 0 || (f.found && f.ready) {
+		if f.found {
+			return // the rest is not the program's (see exitFilter)
+		}
+		if i < 0 {
 			f.out = append(f.out, f.pending...)
 			f.pending = f.pending[:0]
 			return

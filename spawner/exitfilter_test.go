@@ -18,12 +18,12 @@ func TestExitFilter(t *testing.T) {
 	}{
 		{name: "record only", input: rec, want: "", wantCode: 3},
 		{name: "text then record", input: "boom\n" + rec, want: "boom\n", wantCode: 3},
-		{name: "text around record", input: "a\n" + rec + "late\n", want: "a\nlate\n", wantCode: 3},
+		{name: "text after record is not the program's", input: "a\n" + rec + "late\n", want: "a\n", wantCode: 3},
 		{name: "no record", input: "plain stderr\n", want: "plain stderr\n", wantCode: -1},
 		{name: "forged token", input: exitMarker + "ffffffffffffffffffffffffffffffff 0\n", want: exitMarker + "ffffffffffffffffffffffffffffffff 0\n", wantCode: -1},
 		{name: "NULs in text", input: "x\x00y\x00\n" + rec, want: "x\x00y\x00\n", wantCode: 3},
 		{name: "truncated record at EOF", input: "z" + exitMarker + token, want: "z" + exitMarker + token, wantCode: -1},
-		{name: "second record ignored", input: rec + exitMarker + token + " 9\n", want: exitMarker + token + " 9\n", wantCode: 3},
+		{name: "second record ignored", input: rec + exitMarker + token + " 9\n", want: "", wantCode: 3},
 	} {
 		for _, split := range []bool{false, true} {
 			name := tc.name
@@ -53,6 +53,41 @@ func TestExitFilter(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestExitFilterEndsAtRecord: the program's stderr ends at the exit
+// record, while the FIFO is still open (the init and the runtime hold it a
+// while longer); Drain then reads the rest to the FIFO's EOF.
+func TestExitFilterEndsAtRecord(t *testing.T) {
+	const token = "0123456789abcdef0123456789abcdef"
+	pr, pw := io.Pipe()
+	f := newExitFilter(pr, token, nil, func(int) {})
+	go func() {
+		_, _ = pw.Write([]byte("last words\n" + exitMarker + token + " 0\n"))
+	}()
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "last words\n" {
+		t.Fatalf("output %q, want %q", got, "last words\n")
+	}
+	drained := make(chan struct{})
+	go func() {
+		f.Drain()
+		close(drained)
+	}()
+	// A leftover process writes on: Drain takes it, so it never blocks.
+	if _, err := pw.Write([]byte("from an orphan\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-drained:
+		t.Fatal("Drain returned before the stream's EOF")
+	default:
+	}
+	_ = pw.Close()
+	<-drained
 }
 
 func TestExitFilterReady(t *testing.T) {

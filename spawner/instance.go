@@ -202,6 +202,7 @@ func (s *Spawner) Create(ctx context.Context, fn *Function) (_ *Instance, retErr
 	go func() {
 		_, err := io.Copy(pw, filter)
 		pw.CloseWithError(err)
+		filter.Drain()
 	}()
 
 	t1 := time.Now()
@@ -421,6 +422,12 @@ func (i *Instance) Function() *Function { return i.fn }
 
 // Begin sends the request's environment to the init, which then starts the
 // program. Call it once, before writing the body.
+//
+// A claimed pooled container is still frozen here. Begin writes the frame
+// first and thaws after, so the init's read returns the moment it runs
+// again, and the usage baseline is taken while nothing in the container
+// can move. While frozen it writes at most frozenWriteMax bytes, which an
+// empty pipe always takes without blocking; the rest follows the thaw.
 func (i *Instance) Begin(env []string) error {
 	env = append(slices.Clip(env), exitTokenKey+"="+i.token)
 	frame, err := initframe.Encode(env)
@@ -428,22 +435,58 @@ func (i *Instance) Begin(env []string) error {
 		return fmt.Errorf("encoding request frame for %s: %w", i.ID, err)
 	}
 	i.markUsageStart()
-	if _, err := i.dio.Stdin.Write(frame); err != nil {
+	i.stateMu.Lock()
+	if i.frozen.Load() {
+		n := min(len(frame), frozenWriteMax)
+		if _, err = i.dio.Stdin.Write(frame[:n]); err == nil {
+			err = i.thawLocked()
+		}
+		frame = frame[n:]
+	}
+	i.stateMu.Unlock()
+	if err == nil && len(frame) > 0 {
+		// Not under stateMu: an init that does not read must not keep Kill
+		// from ending it.
+		_, err = i.dio.Stdin.Write(frame)
+	}
+	if err != nil {
 		return fmt.Errorf("writing request frame to %s: %w", i.ID, err)
 	}
 	return nil
 }
 
+// frozenWriteMax is what Begin writes to a frozen container's stdin: one
+// page, the least capacity Linux gives a pipe (when a user is over
+// pipe-user-pages-soft), so the write can't block on the frozen reader.
+const frozenWriteMax = 4096
+
+// Claim readies a pooled container for its request (see Pooled): it is
+// left frozen until Begin. It fails if the container is gone.
+func (i *Instance) Claim() error {
+	select {
+	case <-i.exited:
+		return fmt.Errorf("container %s exited while pooled", i.ID)
+	default:
+		return nil
+	}
+}
+
 // Stdin is the program's standard input; call CloseStdin at the end.
 func (i *Instance) Stdin() io.Writer { return i.dio.Stdin }
 
-// CloseStdin closes the program's standard input, so it sees EOF. Closing
-// our end of the FIFO is not enough: the shim holds the other end open
-// until it is told to close it.
+// CloseStdin closes the program's standard input, so it sees EOF. With a
+// shim, closing our end of the FIFO is not enough: the shim holds the
+// other end open until it is told to close it. The fast path's task server
+// holds none (the container reads the FIFO itself), so there our close is
+// all it takes, and no call goes to containerd and the task server while
+// the program runs.
 func (i *Instance) CloseStdin(ctx context.Context) error {
 	var err error
 	i.stdinOnce.Do(func() {
 		_ = i.dio.Stdin.Close()
+		if i.s.cfg.FastPath != nil {
+			return
+		}
 		select {
 		case <-i.exited:
 			return

@@ -14,7 +14,10 @@ import (
 type Pooled interface {
 	WaitReady(ctx context.Context) error
 	Pause() error
-	Thaw() error
+	// Claim readies a frozen container for its request. It may leave it
+	// frozen: an *Instance thaws in Begin, after the request frame is in
+	// its stdin, so the init wakes with its request already there.
+	Claim() error
 	Exited() <-chan struct{}
 	Destroy(ctx context.Context)
 }
@@ -50,7 +53,8 @@ type PoolConfig[T Pooled] struct {
 }
 
 // Pool keeps between Min and Max single-use containers created, started
-// and frozen ahead of requests. A claim takes one and thaws it; it is never
+// and frozen ahead of requests. A claim takes one (it is thawed when its
+// request begins); it is never
 // returned — the caller destroys it after its one request — and the pool
 // refills in the background. An empty pool falls back to creating one on
 // the spot.
@@ -135,8 +139,8 @@ func (p *Pool[T]) Start() {
 	p.signal()
 }
 
-// Acquire returns a running container for one request: a pooled one,
-// thawed (warm = true), or a new one (warm = false).
+// Acquire returns a container for one request: a pooled one, claimed
+// (warm = true), or a new one, running (warm = false).
 func (p *Pool[T]) Acquire(ctx context.Context) (inst T, warm bool, err error) {
 	p.arrive()
 	for {
@@ -156,8 +160,8 @@ func (p *Pool[T]) Acquire(ctx context.Context) (inst T, warm bool, err error) {
 			continue
 		default:
 		}
-		if err := t.Thaw(); err != nil {
-			p.log.Warn("thawing pooled container", zap.Error(err))
+		if err := t.Claim(); err != nil {
+			p.log.Warn("claiming pooled container", zap.Error(err))
 			go p.discard(t)
 			continue
 		}

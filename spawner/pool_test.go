@@ -15,14 +15,14 @@ import (
 type fakeInst struct {
 	id        int
 	paused    atomic.Bool
-	thawed    atomic.Bool
+	claimed   atomic.Bool
 	destroyed atomic.Bool
 	exited    chan struct{}
 }
 
 func (f *fakeInst) WaitReady(context.Context) error { return nil }
 func (f *fakeInst) Pause() error                    { f.paused.Store(true); return nil }
-func (f *fakeInst) Thaw() error                     { f.thawed.Store(true); return nil }
+func (f *fakeInst) Claim() error                    { f.claimed.Store(true); return nil }
 func (f *fakeInst) Exited() <-chan struct{}         { return f.exited }
 func (f *fakeInst) Destroy(ctx context.Context)     { f.destroyed.Store(true) }
 
@@ -96,8 +96,8 @@ func TestPoolFillsClaimsAndRefills(t *testing.T) {
 			t.Fatalf("instance %d handed out twice: containers must be single-use", inst.id)
 		}
 		seen[inst.id] = true
-		if warm && !inst.thawed.Load() {
-			t.Errorf("warm instance %d was not thawed", inst.id)
+		if warm && !inst.claimed.Load() {
+			t.Errorf("warm instance %d was not claimed", inst.id)
 		}
 		if !warm && inst.paused.Load() {
 			t.Errorf("cold instance %d came from the pool", inst.id)
@@ -369,7 +369,7 @@ func TestPoolsShareWarmBudget(t *testing.T) {
 		for _, ff := range []*fakeFactory{busyF, quietF} {
 			ff.mu.Lock()
 			for _, f := range ff.made {
-				if f.paused.Load() && !f.thawed.Load() && !f.destroyed.Load() {
+				if f.paused.Load() && !f.claimed.Load() && !f.destroyed.Load() {
 					n++
 				}
 			}

@@ -34,15 +34,17 @@
 // host freezes pooled containers only after it, and strips it.
 //
 // It must stay tiny: it is paused in every pooled container. Standard
-// library and initframe only, no fmt; a goroutine only in supervisor mode.
+// library and initframe only, no fmt.
 package main
 
 import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/caddy-spawn/caddy-spawn/internal/initframe"
@@ -62,6 +64,17 @@ func main() {
 	if len(os.Args) < 2 || os.Args[1] == "" {
 		fail(exitFrame, "usage: spawn-init <prog> [args...]")
 	}
+	// One P. The init mostly waits in a blocking syscall (the frame, then
+	// the program's exit). With a second, idle P the runtime's sysmon
+	// neither hands the syscall's P off nor sleeps: it wakes every 20 µs
+	// for the first milliseconds after each wake-up, which here is the
+	// whole of a request, competing with the program for the CPUs. With
+	// one, it hands the P off and sleeps until the syscall returns.
+	runtime.GOMAXPROCS(1)
+	// Whatever does not depend on the request is done while the container
+	// is made, not after its thaw: signal handling (and the threads Go
+	// starts for it) and the non-dumpable flag.
+	sup := newSupervisor()
 	// Tell the host we are up and about to wait: only now may it freeze us
 	// (freezing runc's exec of this binary can wedge the cgroup freezer).
 	_, _ = syscall.Write(2, []byte(readyRecord))
@@ -71,7 +84,7 @@ func main() {
 	}
 	env := initframe.Merge(syscall.Environ(), frame)
 	if token, rest, ok := takeToken(env); ok {
-		supervise(token, os.Args[1], os.Args[1:], rest)
+		sup.run(token, os.Args[1], os.Args[1:], rest)
 	}
 	code, msg := execvp(os.Args[1], os.Args[1:], env)
 	fail(code, msg)
@@ -100,27 +113,51 @@ func takeToken(env []string) (token string, rest []string, ok bool) {
 	return token, rest, true
 }
 
-// supervise runs prog as a child, waits for it and reports its exit code
-// on stderr (see the package doc). It does not return.
-func supervise(token, prog string, argv, env []string) {
+// supervisor forwards the signals the init gets to the program, once it
+// runs. A signal that comes before (while the init waits for its frame)
+// ends the init, with 128+n as a shell would report it: PID 1 can't
+// re-raise a signal at itself.
+type supervisor struct {
+	mu  sync.Mutex
+	pid int // the program, once started
+}
+
+// newSupervisor installs the signal handling. The exec path needs none of
+// it and loses it at exec; the flag too is reset by exec.
+func newSupervisor() *supervisor {
 	// Keep the program (same uid) from reading the token out of our memory.
 	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0) //nolint:dogsled // prctl can't fail with these arguments
+	s := &supervisor{}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	go func() {
+		for sig := range sigs {
+			s.mu.Lock()
+			pid := s.pid
+			s.mu.Unlock()
+			if pid == 0 {
+				os.Exit(128 + int(sig.(syscall.Signal)))
+			}
+			_ = syscall.Kill(pid, sig.(syscall.Signal))
+		}
+	}()
+	return s
+}
 
+// run starts prog as a child, waits for it and reports its exit code on
+// stderr (see the package doc). It does not return.
+func (s *supervisor) run(token, prog string, argv, env []string) {
+	s.mu.Lock()
 	pid, code, msg := forkExecvp(prog, argv, env)
+	s.pid = pid
+	s.mu.Unlock()
 	if pid == 0 {
 		_, _ = syscall.Write(2, []byte("spawn-init: "+msg+"\n"))
 		report(token, code)
 	}
 	_ = syscall.Close(0)
 	_ = syscall.Close(1)
-	go func() {
-		for s := range sigs {
-			_ = syscall.Kill(pid, s.(syscall.Signal))
-		}
-	}()
 	for {
 		var ws syscall.WaitStatus
 		wpid, err := syscall.Wait4(-1, &ws, 0, nil)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -344,5 +345,65 @@ func TestInitSupervisor(t *testing.T) {
 				t.Errorf("stderr %q, want %q", stderr.String(), want)
 			}
 		})
+	}
+}
+
+// TestInitSignalBeforeFrame: the init handles signals from its start (to
+// forward them later), so one that comes while it waits for its frame must
+// still end it, with 128+n, and a signal once the program runs must reach
+// the program.
+func TestInitSignalBeforeFrame(t *testing.T) {
+	cmd := exec.Command(initPath, "/bin/sh", "-c", "exit 0")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	rec := make([]byte, len(readyRecord))
+	if _, err := io.ReadFull(stderr, rec); err != nil || string(rec) != readyRecord {
+		t.Fatalf("ready record %q, %v", rec, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	ee, ok := errors.AsType[*exec.ExitError](err)
+	if !ok || ee.ExitCode() != 128+int(syscall.SIGTERM) {
+		t.Fatalf("init waiting for its frame, SIGTERM: %v, want exit code %d", err, 128+int(syscall.SIGTERM))
+	}
+}
+
+func TestInitSupervisorForwardsSignal(t *testing.T) {
+	const token = "00112233445566778899aabbccddeeff"
+	// The program says it is up, then waits; its trap proves the signal
+	// came through the init.
+	cmd := exec.Command(initPath, "/bin/sh", "-c", `trap 'echo got USR1; exit 7' USR1; echo up; while :; do sleep 0.01; done`)
+	cmd.Stdin = bytes.NewReader(mustEncode(t, tokenKey+"="+token))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 3)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "up\n" {
+		t.Fatalf("program's first line %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(out)
+	err = cmd.Wait()
+	ee, ok := errors.AsType[*exec.ExitError](err)
+	if !ok || ee.ExitCode() != 7 || string(rest) != "got USR1\n" {
+		t.Fatalf("after SIGUSR1: %v, output %q; want exit code 7 and %q", err, rest, "got USR1\n")
 	}
 }

@@ -74,6 +74,29 @@ func TestEnvMerge(t *testing.T) {
 	}
 }
 
+// TestBeginFrozen: a claimed pooled container is still frozen when its
+// request begins. Begin must put the frame in first and then thaw, also
+// when the frame is larger than what a frozen reader's pipe is sure to
+// take (it writes the rest after the thaw).
+func TestBeginFrozen(t *testing.T) {
+	s := newSpawner(t, "")
+	for _, size := range []int{10, 20 << 10} {
+		inst := create(t, s, testfn(t, "env"))
+		if err := inst.Pause(); err != nil {
+			t.Fatalf("Pause: %v", err)
+		}
+		big := "BIG=" + strings.Repeat("x", size)
+		res := serve(t, inst, []string{"REQUEST_METHOD=GET", big}, nil)
+		if res.status.Code != 0 {
+			t.Fatalf("frame of %d bytes: exit code %d, stderr %q", size, res.status.Code, res.stderr)
+		}
+		lines := strings.Split(string(res.stdout), "\n")
+		if !slices.Contains(lines, "REQUEST_METHOD=GET") || !slices.Contains(lines, big) {
+			t.Errorf("frame of %d bytes: the program's environment lacks the frame's entries; stdout has %d bytes", size, len(res.stdout))
+		}
+	}
+}
+
 func TestExitCode(t *testing.T) {
 	s := newSpawner(t, "")
 	inst := create(t, s, testfn(t, "exit", "7"))
