@@ -11,6 +11,12 @@ func oomKilled(string) bool { return false }
 
 func swapLimitSupported() bool { return false }
 
-func readUsage(string) (time.Duration, int64, bool) { return 0, 0, false }
+type usageFiles struct{}
 
-func resetMemoryPeak(string) {}
+func openUsage(string) (*usageFiles, error) { return nil, ErrNeedsLinux }
+
+func (*usageFiles) read() (time.Duration, int64, bool) { return 0, 0, false }
+
+func (*usageFiles) resetPeak() {}
+
+func (*usageFiles) close() {}

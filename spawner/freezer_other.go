@@ -11,3 +11,5 @@ func newFreezer(string) (*freezer, error) { return nil, ErrNeedsLinux }
 func (*freezer) freeze() error { return ErrNeedsLinux }
 
 func (*freezer) thaw() error { return ErrNeedsLinux }
+
+func (*freezer) close() {}

@@ -56,6 +56,11 @@ type Instance struct {
 	layers     *layerView    // the shared rootfs view; nil: its own snapshot
 	cgroup     string        // the spec's Linux.CgroupsPath
 	cpuAtBegin time.Duration // the cgroup's CPU time at Begin (see Usage)
+	usageMark  bool          // cpuAtBegin is taken (at Pause, or Begin)
+
+	usageMu     sync.Mutex
+	usage       *usageFiles // the cgroup's usage files, opened at the mark
+	usageClosed bool        // Destroy closed them: no reopening
 
 	// stateMu serializes freezing, thawing and killing: a SIGKILL sent
 	// while the cgroup is FREEZING can leave it stuck there, and with it
@@ -388,6 +393,9 @@ func (i *Instance) Pause() error {
 		}
 		return err
 	}
+	// Nothing in the cgroup runs until the thaw: its usage now is its
+	// usage at Begin, read here rather than on the request's path.
+	i.markUsageStart()
 	return nil
 }
 
@@ -423,19 +431,21 @@ func (i *Instance) Function() *Function { return i.fn }
 // Begin sends the request's environment to the init, which then starts the
 // program. Call it once, before writing the body.
 //
-// A claimed pooled container is still frozen here. Begin writes the frame
-// first and thaws after, so the init's read returns the moment it runs
-// again, and the usage baseline is taken while nothing in the container
-// can move. While frozen it writes at most frozenWriteMax bytes, which an
-// empty pipe always takes without blocking; the rest follows the thaw.
+// A claimed pooled container is still frozen here (its usage baseline was
+// taken at Pause). Begin writes the frame first and thaws after, so the
+// init's read returns the moment it runs again. While frozen it writes at
+// most frozenWriteMax bytes, which an empty pipe always takes without
+// blocking; the rest follows the thaw.
 func (i *Instance) Begin(env []string) error {
 	env = append(slices.Clip(env), exitTokenKey+"="+i.token)
 	frame, err := initframe.Encode(env)
 	if err != nil {
 		return fmt.Errorf("encoding request frame for %s: %w", i.ID, err)
 	}
-	i.markUsageStart()
 	i.stateMu.Lock()
+	if !i.usageMark {
+		i.markUsageStart()
+	}
 	if i.frozen.Load() {
 		n := min(len(frame), frozenWriteMax)
 		if _, err = i.dio.Stdin.Write(frame[:n]); err == nil {
@@ -624,6 +634,12 @@ func (i *Instance) Destroy(ctx context.Context) {
 			i.dio.Cancel()
 			_ = i.dio.Close()
 		}
+		i.stateMu.Lock()
+		if i.freezer != nil {
+			i.freezer.close()
+		}
+		i.stateMu.Unlock()
+		i.closeUsage()
 		if taskLeft {
 			i.s.kickReap()
 		} else if err := i.deleteContainer(ctx); err != nil && !errdefs.IsNotFound(err) {
@@ -651,9 +667,13 @@ func (i *Instance) deleteContainer(ctx context.Context) error {
 }
 
 // Release tears the instance down in the background, off the request's
-// critical path. Drain waits for all releases.
-func (s *Spawner) Release(i *Instance) {
+// critical path, starting after the given delay. Drain waits for all
+// releases, delays included.
+func (s *Spawner) Release(i *Instance, after time.Duration) {
 	s.wg.Go(func() {
+		if after > 0 {
+			time.Sleep(after)
+		}
 		i.Destroy(context.Background())
 	})
 }

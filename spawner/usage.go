@@ -15,7 +15,11 @@ type Usage struct {
 // Destroy, which removes the cgroup; false when the cgroup could not be
 // read (off Linux, or gone).
 func (i *Instance) Usage() (Usage, bool) {
-	cpu, peak, ok := readUsage(i.cgroup)
+	u := i.usageFiles()
+	if u == nil {
+		return Usage{}, false
+	}
+	cpu, peak, ok := u.read()
 	if !ok {
 		return Usage{}, false
 	}
@@ -24,9 +28,39 @@ func (i *Instance) Usage() (Usage, bool) {
 
 // markUsageStart takes the CPU already used (by the init while it waited)
 // off what Usage reports, and restarts the peak where the kernel allows.
+// Pause calls it once the cgroup is frozen, Begin if Pause did not.
 func (i *Instance) markUsageStart() {
-	if cpu, _, ok := readUsage(i.cgroup); ok {
+	i.usageMark = true
+	u := i.usageFiles()
+	if u == nil {
+		return
+	}
+	if cpu, _, ok := u.read(); ok {
 		i.cpuAtBegin = cpu
 	}
-	resetMemoryPeak(i.cgroup)
+	u.resetPeak()
+}
+
+// usageFiles opens the cgroup's usage files on first use; nil if they
+// can't be opened.
+func (i *Instance) usageFiles() *usageFiles {
+	i.usageMu.Lock()
+	defer i.usageMu.Unlock()
+	if i.usage == nil && !i.usageClosed {
+		if u, err := openUsage(i.cgroup); err == nil {
+			i.usage = u
+		}
+	}
+	return i.usage
+}
+
+// closeUsage closes the usage files, for Destroy.
+func (i *Instance) closeUsage() {
+	i.usageMu.Lock()
+	defer i.usageMu.Unlock()
+	if i.usage != nil {
+		i.usage.close()
+		i.usage = nil
+	}
+	i.usageClosed = true
 }

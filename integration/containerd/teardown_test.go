@@ -230,8 +230,14 @@ func TestDrain(t *testing.T) {
 	}
 	pause(t, insts[2].ID) // a pooled one, still frozen
 
-	for _, inst := range insts {
-		s.Release(inst)
+	// One released with a delay: Drain waits for it too, and it is still
+	// there until the delay has passed.
+	for _, inst := range insts[:2] {
+		s.Release(inst, 0)
+	}
+	s.Release(insts[2], 2*time.Second)
+	if _, err := env.client.LoadContainer(nsCtx(t), insts[2].ID); err != nil {
+		t.Fatalf("released with a delay, yet already gone at once: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
