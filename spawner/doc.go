@@ -8,8 +8,11 @@
 //     subpackage initbin, one per architecture); the container created, started and
 //     handed to the caller as an Instance (instance.go) with its stdio FIFOs
 //     (fifo_linux.go) and the init's ready and exit records filtered out of
-//     its stderr (exitfilter.go); frozen and thawed through the cgroup
-//     freezer (freezer_linux.go, cgroup_linux.go); and torn down;
+//     its stderr, which ends at the exit record (exitfilter.go); frozen and
+//     thawed through the cgroup freezer, the request frame written before
+//     the thaw, its usage read from cgroup files kept open
+//     (freezer_linux.go, cgroup_linux.go, usage.go); and torn down, a
+//     moment after the caller releases it (Release);
 //   - the pool of started, frozen, single-use containers (pool.go);
 //   - leftover cleanup: the start-up sweep of previous runs' containers,
 //     snapshots and leases, and the janitor of this run's orphans

@@ -10,7 +10,8 @@ import (
 )
 
 // Pooled is what a Pool holds: a started, single-use container that can be
-// frozen while it waits and thawed when claimed. *Instance implements it.
+// frozen while it waits, and thawed once its request begins. *Instance
+// implements it.
 type Pooled interface {
 	WaitReady(ctx context.Context) error
 	Pause() error
