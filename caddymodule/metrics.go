@@ -70,7 +70,7 @@ func initMetrics(registry *prometheus.Registry) error {
 		}, []string{"route", "result"})
 		spawnMetrics.startSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "start_seconds",
-			Help:    "Time to get a running container for a request, by start type (warm: thawed from the pool; cold: created).",
+			Help:    "Time to get a running container for a request, by start type (warm: claimed from the pool, thawed when its request begins; cold: created).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2},
 		}, []string{"route", "type"})
 		spawnMetrics.requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{

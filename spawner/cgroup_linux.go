@@ -70,9 +70,11 @@ func openUsage(cgroup string) (*usageFiles, error) {
 		return nil, &os.PathError{Op: "open", Path: cpu, Err: err}
 	}
 	u.cpu = fd
-	if fd, err := unix.Open(peak, unix.O_RDWR|unix.O_CLOEXEC, 0); err == nil {
-		u.peak = fd
-	} else if fd, err := unix.Open(peak, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+	mode := unix.O_RDWR // v1 resets the peak by a write
+	if u.v2 {
+		mode = unix.O_RDONLY
+	}
+	if fd, err := unix.Open(peak, mode|unix.O_CLOEXEC, 0); err == nil {
 		u.peak = fd
 	}
 	return u, nil
@@ -115,9 +117,10 @@ func (u *usageFiles) read() (cpu time.Duration, peak int64, ok bool) {
 	return cpu, peak, true
 }
 
-// resetPeak restarts the memory peak where the kernel allows: cgroup v1
-// takes a write to memory.max_usage_in_bytes; v2's memory.peak counts from
-// the cgroup's creation.
+// resetPeak restarts the memory peak where we can: cgroup v1 takes a
+// write to memory.max_usage_in_bytes. On v2 memory.peak counts from the
+// cgroup's creation (kernels from 6.12 could reset it per descriptor; not
+// used).
 func (u *usageFiles) resetPeak() {
 	if !u.v2 && u.peak >= 0 {
 		_, _ = unix.Pwrite(u.peak, []byte("0"), 0)

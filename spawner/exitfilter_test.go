@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestExitFilter(t *testing.T) {
@@ -62,15 +63,26 @@ func TestExitFilterEndsAtRecord(t *testing.T) {
 	const token = "0123456789abcdef0123456789abcdef"
 	pr, pw := io.Pipe()
 	f := newExitFilter(pr, token, nil, func(int) {})
+	defer pw.Close()
 	go func() {
 		_, _ = pw.Write([]byte("last words\n" + exitMarker + token + " 0\n"))
 	}()
-	got, err := io.ReadAll(f)
-	if err != nil {
-		t.Fatal(err)
+	type result struct {
+		b   []byte
+		err error
 	}
-	if string(got) != "last words\n" {
-		t.Fatalf("output %q, want %q", got, "last words\n")
+	res := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(f)
+		res <- result{b, err}
+	}()
+	select {
+	case r := <-res:
+		if r.err != nil || string(r.b) != "last words\n" {
+			t.Fatalf("output %q, %v; want %q", r.b, r.err, "last words\n")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no EOF at the exit record: the filter waits for the stream's end")
 	}
 	drained := make(chan struct{})
 	go func() {
@@ -78,8 +90,18 @@ func TestExitFilterEndsAtRecord(t *testing.T) {
 		close(drained)
 	}()
 	// A leftover process writes on: Drain takes it, so it never blocks.
-	if _, err := pw.Write([]byte("from an orphan\n")); err != nil {
-		t.Fatal(err)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := pw.Write([]byte("from an orphan\n"))
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write after the record blocked: Drain does not read")
 	}
 	select {
 	case <-drained:

@@ -28,7 +28,8 @@ type freezer struct {
 	// close, so that a claim's thaw is one write: opening a cgroup file
 	// (and Go's poller registration of it) took ~70 µs on the request's
 	// path. -1 until opened.
-	fd int
+	fd     int
+	closed bool // after close: no reopening
 }
 
 var errNoFreezer = errors.New("no cgroup freezer")
@@ -52,13 +53,9 @@ func newFreezer(cgroupsPath string) (*freezer, error) {
 
 // freeze freezes the cgroup and waits until every task is frozen.
 func (f *freezer) freeze() error {
-	want, state := []byte("FROZEN"), f.path
+	val, want, state := []byte("FROZEN"), []byte("FROZEN"), f.path
 	if f.v2 {
-		want, state = []byte("frozen 1"), filepath.Join(filepath.Dir(f.path), "cgroup.events")
-	}
-	val := []byte("FROZEN")
-	if f.v2 {
-		val = []byte("1")
+		val, want, state = []byte("1"), []byte("frozen 1"), filepath.Join(filepath.Dir(f.path), "cgroup.events")
 	}
 	if err := f.write(val); err != nil {
 		return fmt.Errorf("freezing %s: %w", f.path, err)
@@ -81,6 +78,9 @@ func (f *freezer) thaw() error {
 
 // write writes val to the freezer file, through the kept descriptor.
 func (f *freezer) write(val []byte) error {
+	if f.closed {
+		return errFreezerClosed
+	}
 	if f.fd < 0 {
 		fd, err := unix.Open(f.path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -96,13 +96,16 @@ func (f *freezer) write(val []byte) error {
 	}
 }
 
-// close closes the kept descriptor; the freezer is not used after.
+// close closes the kept descriptor; later writes fail.
 func (f *freezer) close() {
 	if f.fd >= 0 {
 		_ = unix.Close(f.fd)
 		f.fd = -1
 	}
+	f.closed = true
 }
+
+var errFreezerClosed = errors.New("freezer closed: the container is torn down")
 
 func (f *freezer) wait(file string, want []byte) error {
 	deadline := time.Now().Add(2 * time.Second)

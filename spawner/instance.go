@@ -53,14 +53,14 @@ type Instance struct {
 	dio       *cio.DirectIO
 	created   time.Time
 
-	layers     *layerView    // the shared rootfs view; nil: its own snapshot
-	cgroup     string        // the spec's Linux.CgroupsPath
-	cpuAtBegin time.Duration // the cgroup's CPU time at Begin (see Usage)
-	usageMark  bool          // cpuAtBegin is taken (at Pause, or Begin)
+	layers *layerView // the shared rootfs view; nil: its own snapshot
+	cgroup string     // the spec's Linux.CgroupsPath
 
-	usageMu     sync.Mutex
-	usage       *usageFiles // the cgroup's usage files, opened at the mark
-	usageClosed bool        // Destroy closed them: no reopening
+	usageMu     sync.Mutex    // guards the fields below and the use of usage's descriptors
+	cpuAtBegin  time.Duration // the cgroup's CPU time when the request was given (at Pause, or Begin; see Usage)
+	usageMark   bool          // cpuAtBegin is taken
+	usage       *usageFiles   // the cgroup's usage files, opened at the mark
+	usageClosed bool          // Destroy closed them: no reopening
 
 	// stateMu serializes freezing, thawing and killing: a SIGKILL sent
 	// while the cgroup is FREEZING can leave it stuck there, and with it
@@ -442,10 +442,13 @@ func (i *Instance) Begin(env []string) error {
 	if err != nil {
 		return fmt.Errorf("encoding request frame for %s: %w", i.ID, err)
 	}
-	i.stateMu.Lock()
-	if !i.usageMark {
+	i.usageMu.Lock()
+	marked := i.usageMark
+	i.usageMu.Unlock()
+	if !marked {
 		i.markUsageStart()
 	}
+	i.stateMu.Lock()
 	if i.frozen.Load() {
 		n := min(len(frame), frozenWriteMax)
 		if _, err = i.dio.Stdin.Write(frame[:n]); err == nil {

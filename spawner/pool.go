@@ -166,7 +166,10 @@ func (p *Pool[T]) Acquire(ctx context.Context) (inst T, warm bool, err error) {
 			go p.discard(t)
 			continue
 		}
-		// Counted in the budget until thawed: a frozen container always is.
+		// Counted in the budget while pooled; from here it is the
+		// request's (it is thawed when the request begins; a thaw that
+		// fails then fails that request, where a failed thaw at claim
+		// used to try the next container).
 		p.uncharge(1)
 		return t, true, nil
 	}

@@ -135,6 +135,7 @@ func thawLeftover(ctx context.Context, ctr client.Container, task client.Task) e
 		return nil
 	}
 	if f, err := newFreezer(spec.Linux.CgroupsPath); err == nil {
+		defer f.close()
 		if err := f.thaw(); err != nil {
 			return fmt.Errorf("thawing %s: %w", ctr.ID(), err)
 		}

@@ -15,7 +15,9 @@ type Usage struct {
 // Destroy, which removes the cgroup; false when the cgroup could not be
 // read (off Linux, or gone).
 func (i *Instance) Usage() (Usage, bool) {
-	u := i.usageFiles()
+	i.usageMu.Lock()
+	defer i.usageMu.Unlock()
+	u := i.usageFilesLocked()
 	if u == nil {
 		return Usage{}, false
 	}
@@ -30,8 +32,10 @@ func (i *Instance) Usage() (Usage, bool) {
 // off what Usage reports, and restarts the peak where the kernel allows.
 // Pause calls it once the cgroup is frozen, Begin if Pause did not.
 func (i *Instance) markUsageStart() {
+	i.usageMu.Lock()
+	defer i.usageMu.Unlock()
 	i.usageMark = true
-	u := i.usageFiles()
+	u := i.usageFilesLocked()
 	if u == nil {
 		return
 	}
@@ -41,11 +45,11 @@ func (i *Instance) markUsageStart() {
 	u.resetPeak()
 }
 
-// usageFiles opens the cgroup's usage files on first use; nil if they
-// can't be opened.
-func (i *Instance) usageFiles() *usageFiles {
-	i.usageMu.Lock()
-	defer i.usageMu.Unlock()
+// usageFilesLocked opens the cgroup's usage files on first use; nil if
+// they can't be opened, or were closed. The descriptors are used under
+// usageMu only, so closeUsage can't close one in use (and let its number
+// be reused by another file).
+func (i *Instance) usageFilesLocked() *usageFiles {
 	if i.usage == nil && !i.usageClosed {
 		if u, err := openUsage(i.cgroup); err == nil {
 			i.usage = u

@@ -31,7 +31,9 @@
 // from /proc/1/mem and forge a record.
 //
 // Before reading, it writes the record "\x00SPAWN-READY\n" to stderr: the
-// host freezes pooled containers only after it, and strips it.
+// host freezes pooled containers only after it, and strips it. From then
+// on it handles the signals it forwards in supervisor mode; one of them
+// before the program runs (SIGWINCH aside) ends it with 128+n.
 //
 // It must stay tiny: it is paused in every pooled container. Standard
 // library and initframe only, no fmt.
@@ -137,6 +139,9 @@ func newSupervisor() *supervisor {
 			pid := s.pid
 			s.mu.Unlock()
 			if pid == 0 {
+				if sig == syscall.SIGWINCH {
+					continue // ignored by default, so by us too
+				}
 				os.Exit(128 + int(sig.(syscall.Signal)))
 			}
 			_ = syscall.Kill(pid, sig.(syscall.Signal))

@@ -373,7 +373,7 @@ func TestInitSignalBeforeFrame(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	err = cmd.Wait()
+	err = waitOrKill(t, cmd, "after SIGTERM while waiting for its frame")
 	ee, ok := errors.AsType[*exec.ExitError](err)
 	if !ok || ee.ExitCode() != 128+int(syscall.SIGTERM) {
 		t.Fatalf("init waiting for its frame, SIGTERM: %v, want exit code %d", err, 128+int(syscall.SIGTERM))
@@ -400,10 +400,29 @@ func TestInitSupervisorForwardsSignal(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
+	timer := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
 	rest, _ := io.ReadAll(out)
-	err = cmd.Wait()
+	err = waitOrKill(t, cmd, "after SIGUSR1 to the init")
 	ee, ok := errors.AsType[*exec.ExitError](err)
 	if !ok || ee.ExitCode() != 7 || string(rest) != "got USR1\n" {
 		t.Fatalf("after SIGUSR1: %v, output %q; want exit code 7 and %q", err, rest, "got USR1\n")
+	}
+}
+
+// waitOrKill waits for cmd, killing it (and failing) if it has not exited
+// within 30 s: a lost signal must fail the test, not hang it.
+func waitOrKill(t *testing.T, cmd *exec.Cmd, what string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("init still running 30 s %s", what)
+		return nil
 	}
 }

@@ -246,6 +246,9 @@ func TestDrain(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("Drain gave up after %v: releases still running", time.Since(start))
 	}
+	if took := time.Since(start); took < 2*time.Second {
+		t.Errorf("Drain returned after %v, before the delayed release could begin (2s)", took)
+	}
 	for _, inst := range insts {
 		assertGone(t, inst.ID)
 	}

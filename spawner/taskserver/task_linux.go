@@ -324,7 +324,9 @@ func isGone(id, root string) bool {
 // openStdio opens the FIFOs containerd's client made, to be the container's
 // standard streams directly: no copying process sits in between. Each is
 // opened non-blocking (a missing peer is an error, not a hang) and then
-// switched to blocking for the program.
+// switched to blocking for the program. No end of stdin is kept here once
+// crun has created the container: the client's close is the program's EOF, which is
+// why the spawner sends no CloseIO on the fast path.
 func openStdio(stdin, stdout, stderr string) ([3]*os.File, error) {
 	var files [3]*os.File
 	paths := [3]string{stdin, stdout, stderr}
