@@ -24,29 +24,29 @@ import (
 type freezer struct {
 	path string // the file to write
 	v2   bool
-	// fd is path, opened for writing at the first freeze and kept until
-	// close, so that a claim's thaw is one write: opening a cgroup file
-	// (and Go's poller registration of it) took ~70 µs on the request's
-	// path. -1 until opened.
-	fd     int
-	closed bool // after close: no reopening
+	// fd is path, opened for writing by newFreezer and kept until close,
+	// so that a claim's thaw is one write: opening a cgroup file (and Go's
+	// poller registration of it) took ~70 µs on the request's path. -1
+	// once closed.
+	fd int
 }
 
 var errNoFreezer = errors.New("no cgroup freezer")
 
-// newFreezer finds the freezer for a container's cgroups path (the spec's
-// Linux.CgroupsPath, e.g. "/caddy-spawn/<id>").
+// newFreezer finds and opens the freezer for a container's cgroups path
+// (the spec's Linux.CgroupsPath, e.g. "/caddy-spawn/<id>"). Close it.
 func newFreezer(cgroupsPath string) (*freezer, error) {
 	if cgroupsPath == "" || !filepath.IsAbs(cgroupsPath) {
 		return nil, fmt.Errorf("%w: cgroups path %q is not a plain path", errNoFreezer, cgroupsPath)
 	}
-	v1 := filepath.Join(cgroupRoot, "freezer", cgroupsPath, "freezer.state")
-	if _, err := os.Stat(v1); err == nil {
-		return &freezer{path: v1, fd: -1}, nil
-	}
-	v2 := filepath.Join(cgroupRoot, cgroupsPath, "cgroup.freeze")
-	if _, err := os.Stat(v2); err == nil {
-		return &freezer{path: v2, v2: true, fd: -1}, nil
+	for _, f := range []freezer{
+		{path: filepath.Join(cgroupRoot, "freezer", cgroupsPath, "freezer.state")},
+		{path: filepath.Join(cgroupRoot, cgroupsPath, "cgroup.freeze"), v2: true},
+	} {
+		if fd, err := unix.Open(f.path, unix.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+			f.fd = fd
+			return &f, nil
+		}
 	}
 	return nil, fmt.Errorf("%w for %s", errNoFreezer, cgroupsPath)
 }
@@ -78,15 +78,8 @@ func (f *freezer) thaw() error {
 
 // write writes val to the freezer file, through the kept descriptor.
 func (f *freezer) write(val []byte) error {
-	if f.closed {
-		return errFreezerClosed
-	}
 	if f.fd < 0 {
-		fd, err := unix.Open(f.path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		f.fd = fd
+		return errFreezerClosed
 	}
 	for {
 		_, err := unix.Pwrite(f.fd, val, 0)
@@ -102,7 +95,6 @@ func (f *freezer) close() {
 		_ = unix.Close(f.fd)
 		f.fd = -1
 	}
-	f.closed = true
 }
 
 var errFreezerClosed = errors.New("freezer closed: the container is torn down")

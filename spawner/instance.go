@@ -442,12 +442,7 @@ func (i *Instance) Begin(env []string) error {
 	if err != nil {
 		return fmt.Errorf("encoding request frame for %s: %w", i.ID, err)
 	}
-	i.usageMu.Lock()
-	marked := i.usageMark
-	i.usageMu.Unlock()
-	if !marked {
-		i.markUsageStart()
-	}
+	i.markUsageStart()
 	i.stateMu.Lock()
 	if i.frozen.Load() {
 		n := min(len(frame), frozenWriteMax)
@@ -473,16 +468,10 @@ func (i *Instance) Begin(env []string) error {
 // pipe-user-pages-soft), so the write can't block on the frozen reader.
 const frozenWriteMax = 4096
 
-// Claim readies a pooled container for its request (see Pooled): it is
-// left frozen until Begin. It fails if the container is gone.
-func (i *Instance) Claim() error {
-	select {
-	case <-i.exited:
-		return fmt.Errorf("container %s exited while pooled", i.ID)
-	default:
-		return nil
-	}
-}
+// Claim readies a pooled container for its request (see Pooled): there is
+// nothing to do before Begin, which thaws it. (The pool has just checked
+// that it did not exit.)
+func (i *Instance) Claim() error { return nil }
 
 // Stdin is the program's standard input; call CloseStdin at the end.
 func (i *Instance) Stdin() io.Writer { return i.dio.Stdin }

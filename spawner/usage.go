@@ -30,10 +30,14 @@ func (i *Instance) Usage() (Usage, bool) {
 
 // markUsageStart takes the CPU already used (by the init while it waited)
 // off what Usage reports, and restarts the peak where the kernel allows.
-// Pause calls it once the cgroup is frozen, Begin if Pause did not.
+// Pause calls it once the cgroup is frozen, Begin in case Pause did not;
+// only the first call counts.
 func (i *Instance) markUsageStart() {
 	i.usageMu.Lock()
 	defer i.usageMu.Unlock()
+	if i.usageMark {
+		return
+	}
 	i.usageMark = true
 	u := i.usageFilesLocked()
 	if u == nil {

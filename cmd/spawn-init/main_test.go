@@ -350,8 +350,7 @@ func TestInitSupervisor(t *testing.T) {
 
 // TestInitSignalBeforeFrame: the init handles signals from its start (to
 // forward them later), so one that comes while it waits for its frame must
-// still end it, with 128+n, and a signal once the program runs must reach
-// the program.
+// still end it, with 128+n.
 func TestInitSignalBeforeFrame(t *testing.T) {
 	cmd := exec.Command(initPath, "/bin/sh", "-c", "exit 0")
 	stdin, err := cmd.StdinPipe()

@@ -447,6 +447,12 @@ func (p *caddyProc) containerd() (*client.Client, error) {
 	return p.ctrd, nil
 }
 
+// queryCtx is the context for one query of Caddy's containerd: our
+// namespace, and a bound.
+func queryCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
+}
+
 // ctrState is what the tests need to know of one managed container.
 type ctrState struct {
 	ID    string
@@ -507,7 +513,7 @@ func (p *caddyProc) containerInfo(t *testing.T, id string) containers.Container 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
+	ctx, cancel := queryCtx()
 	defer cancel()
 	ctr, err := c.LoadContainer(ctx, id)
 	if err != nil {
@@ -527,7 +533,7 @@ func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
+	ctx, cancel := queryCtx()
 	defer cancel()
 	cs, err := c.Containers(ctx, managedFilter)
 	if err != nil {
@@ -561,7 +567,7 @@ func (p *caddyProc) containerStates() ([]ctrState, []string, error) {
 
 // managedLeases lists the IDs of leases carrying the managed label.
 func (p *caddyProc) managedLeases() ([]string, error) {
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
+	ctx, cancel := queryCtx()
 	defer cancel()
 	c, err := p.containerd()
 	if err != nil {

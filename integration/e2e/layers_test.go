@@ -11,7 +11,6 @@ import (
 	"time"
 
 	ctrsnapshots "github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 )
 
 // labelLayers marks the read-only views of image layers that fast-path
@@ -25,7 +24,7 @@ func (p *caddyProc) layerViews(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), scaled(10*time.Second))
+	ctx, cancel := queryCtx()
 	defer cancel()
 	var views []string
 	err = c.SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info ctrsnapshots.Info) error {
