@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +30,30 @@ type outcome struct {
 	took   time.Duration
 	node   string // Spawn-Node of the response
 	sent   time.Time
+	// head is when the response head arrived (zero if none did), and
+	// continued when the front asked for the body (100 Continue).
+	head, continued time.Time
+}
+
+// midBody reports whether the shot failed while reading a 200 response's
+// body, that is after a node had begun to answer it: no proxy can retry
+// that, the client has the head already.
+func (o outcome) midBody() bool {
+	return o.err != nil && o.status == http.StatusOK && !o.head.IsZero()
+}
+
+// where tells how far the shot got, for failure messages.
+func (o outcome) where() string {
+	var parts []string
+	if !o.continued.IsZero() {
+		parts = append(parts, fmt.Sprintf("100 Continue at %s", o.continued.Sub(o.sent).Round(time.Millisecond)))
+	}
+	if o.head.IsZero() {
+		parts = append(parts, "no response head")
+	} else {
+		parts = append(parts, fmt.Sprintf("head %d from %q at %s", o.status, o.node, o.head.Sub(o.sent).Round(time.Millisecond)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // failed reports whether the shot did not get its function's answer.
@@ -72,8 +97,8 @@ func load(ctx context.Context, base string, workers, limit int, next func(i int)
 
 // fire sends one shot and checks its answer: "slept" for a GET, the
 // body's length for a POST.
-func fire(cl *http.Client, base string, s shot) outcome {
-	o := outcome{shot: s, sent: time.Now()}
+func fire(cl *http.Client, base string, s shot) (o outcome) {
+	o = outcome{shot: s, sent: time.Now()}
 	var body io.Reader
 	if s.body > 0 {
 		body = strings.NewReader(strings.Repeat("x", s.body))
@@ -86,11 +111,21 @@ func fire(cl *http.Client, base string, s shot) outcome {
 	if s.expect {
 		req.Header.Set("Expect", "100-continue")
 	}
+	var continued atomic.Int64
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		Got100Continue: func() { continued.Store(time.Now().UnixNano()) },
+	}))
+	defer func() {
+		if ns := continued.Load(); ns != 0 {
+			o.continued = time.Unix(0, ns)
+		}
+	}()
 	resp, err := cl.Do(req)
 	if err != nil {
 		o.err, o.took = err, time.Since(o.sent)
 		return o
 	}
+	o.head = time.Now()
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	o.took, o.status, o.node = time.Since(o.sent), resp.StatusCode, resp.Header.Get("Spawn-Node")
@@ -137,7 +172,7 @@ func count(out []outcome) tally {
 		}
 		t.slowestFailure = max(t.slowestFailure, o.took)
 		if len(t.failures) < 10 {
-			t.failures = append(t.failures, fmt.Sprintf("%s %s after %s: %v", o.method, o.path, o.took.Round(time.Millisecond), o.err))
+			t.failures = append(t.failures, fmt.Sprintf("%s %s after %s (%s): %v", o.method, o.path, o.took.Round(time.Millisecond), o.where(), o.err))
 		}
 	}
 	return t
