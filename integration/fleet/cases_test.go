@@ -214,10 +214,11 @@ func TestFleet(t *testing.T) {
 			if !o.failed() {
 				continue
 			}
+			n2Answering := o.midBody() && o.node == "n2"
 			switch {
 			case o.sent.After(settledAt):
 				t.Errorf("%s %s sent %s after the kill failed (%s): %v", o.method, o.path, o.sent.Sub(killedAt).Round(time.Millisecond), o.where(), o.err)
-			case o.method == http.MethodGet && !(o.midBody() && o.node == "n2"):
+			case o.method == http.MethodGet && !n2Answering:
 				t.Errorf("GET %s failed without n2 having begun to answer it (%s): the front must retry it: %v", o.path, o.where(), o.err)
 			}
 		}
