@@ -199,12 +199,17 @@ $(RUNC_STAMP):
 	GOBIN=$(BIN) CGO_ENABLED=1 $(GO) install -tags seccomp github.com/opencontainers/runc@$(RUNC_VERSION)
 	@touch $@
 
-# Debian packages: busybox-static (shell image), libseccomp-dev (runc) and
-# qemu-user-static (the unit test that runs the linux/arm64 spawn-init).
+# Debian packages: busybox-static (shell image), libseccomp-dev (runc),
+# qemu-user-static (the unit test that runs the linux/arm64 spawn-init), and
+# the C compilers for spawn-init on both architectures (the unit test that
+# rebuilds the committed binaries; spawner/initbin/gen.go).
+CROSS_GCC_PACKAGE := $(if $(filter aarch64 arm64,$(shell uname -m)),gcc-x86-64-linux-gnu,gcc-aarch64-linux-gnu)
+DEPS_PACKAGES := busybox-static libseccomp-dev pkg-config qemu-user-static crun gcc $(CROSS_GCC_PACKAGE)
 deps:
-	@if [ ! -x /bin/busybox ] || ! pkg-config --exists libseccomp 2>/dev/null || ! command -v qemu-aarch64-static >/dev/null || ! command -v crun >/dev/null; then \
-		echo "installing Debian packages: busybox-static libseccomp-dev pkg-config qemu-user-static crun"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static libseccomp-dev pkg-config qemu-user-static crun >/dev/null; \
+	@if [ ! -x /bin/busybox ] || ! pkg-config --exists libseccomp 2>/dev/null || ! command -v qemu-aarch64-static >/dev/null || ! command -v crun >/dev/null \
+		|| ! command -v x86_64-linux-gnu-gcc >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then \
+		echo "installing Debian packages: $(DEPS_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS_PACKAGES) >/dev/null; \
 	fi
 
 ## host: let crun (the fast path's runtime) run on a cgroup v1 "hybrid" host

@@ -1,18 +1,21 @@
 //go:build ignore
 
-// gen builds cmd/spawn-init reproducibly, one static binary per
-// architecture, and records the Go toolchain that built them.
+// gen builds cmd/spawn-init/spawn-init.c reproducibly, one static binary
+// per architecture, and records the C compilers that built them.
 //
 //	go run gen.go [-out dir] [-arch amd64[,arm64]]
 //
-// It writes <out>/spawn-init-<arch> and <out>/spawn-init.goversion. `go
-// generate` runs it with -out "." to refresh the committed files;
-// initbin_test.go runs it into a temporary directory, under the recorded
-// toolchain, to check that they are up to date.
+// It writes <out>/spawn-init-<arch> and <out>/spawn-init.ccversion (each
+// compiler's `--version` line). `go generate` runs it with -out "." to
+// refresh the committed files; initbin_test.go runs it into a temporary
+// directory to check that they are up to date.
 //
-// Every environment variable that changes the output is pinned here, so a
-// developer's own settings (GOAMD64, GOFLAGS, a git checkout's VCS state)
-// can't leak into the binary: equal toolchain and sources give equal bytes.
+// The compilers are Debian's GCC for each target, by their target-prefixed
+// names (packages gcc-x86-64-linux-gnu and gcc-aarch64-linux-gnu; `make
+// deps` installs them), so the same command works on either host. The
+// init links no C library: there is no libc, loader or start-up code in
+// the output, nothing but the one source file, and with no build ID,
+// compiler ident or symbols, equal compilers and source give equal bytes.
 package main
 
 import (
@@ -25,11 +28,24 @@ import (
 	"strings"
 )
 
-// archEnv pins the per-architecture instruction-set level to the baseline.
-var archEnv = map[string]string{
-	"amd64": "GOAMD64=v1",
-	"arm64": "GOARM64=v8.0",
+// compilers are the C compilers per GOARCH.
+var compilers = map[string]string{
+	"amd64": "x86_64-linux-gnu-gcc",
+	"arm64": "aarch64-linux-gnu-gcc",
 }
+
+// cflags build a freestanding static executable without anything that
+// varies between builds.
+var cflags = []string{
+	"-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror",
+	"-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
+	"-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables",
+	"-fno-ident", "-fno-pie", "-no-pie",
+	"-static", "-nostdlib", "-nostartfiles",
+	"-Wl,--build-id=none", "-Wl,-z,noexecstack", "-s",
+}
+
+const source = "../../cmd/spawn-init/spawn-init.c"
 
 func main() {
 	out := flag.String("out", ".", "output `directory`")
@@ -42,36 +58,30 @@ func main() {
 }
 
 func run(out string, arches []string) error {
-	env := append(os.Environ(),
-		"CGO_ENABLED=0",
-		"GOOS=linux",
-		"GOFLAGS=-buildvcs=false",
-		"GOFIPS140=off",
-	)
-	goenv, err := output(env, "go", "env", "GOVERSION", "GOEXPERIMENT")
-	if err != nil {
-		return err
-	}
-	version, experiment, _ := strings.Cut(goenv, "\n")
-	if experiment = strings.TrimSpace(experiment); experiment != "" {
-		return fmt.Errorf("GOEXPERIMENT=%s is set; unset it to build spawn-init", experiment)
-	}
-	if !strings.HasPrefix(version, "go1.") || strings.ContainsAny(version, " +") {
-		return fmt.Errorf("toolchain %q is not a Go release; spawn-init must be reproducible by others", version)
-	}
+	// The C locale, so that messages and --version are the same for all.
+	env := append(os.Environ(), "LC_ALL=C", "SOURCE_DATE_EPOCH=0")
+	var versions strings.Builder
 	for _, arch := range arches {
-		pin, ok := archEnv[arch]
+		cc, ok := compilers[arch]
 		if !ok {
 			return fmt.Errorf("unsupported GOARCH %q", arch)
 		}
+		if _, err := exec.LookPath(cc); err != nil {
+			return fmt.Errorf("%s (the C compiler for %s) is not installed: run make deps: %w", cc, arch, err)
+		}
+		v, err := output(env, cc, "--version")
+		if err != nil {
+			return err
+		}
+		first, _, _ := strings.Cut(v, "\n")
+		fmt.Fprintf(&versions, "%s: %s\n", arch, first)
 		file := filepath.Join(out, "spawn-init-"+arch)
-		if _, err := output(append(env, "GOARCH="+arch, pin),
-			"go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=",
-			"-o", file, "../../cmd/spawn-init"); err != nil {
+		args := append(append([]string{}, cflags...), "-o", file, source)
+		if _, err := output(env, cc, args...); err != nil {
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(out, "spawn-init.goversion"), []byte(version+"\n"), 0o644)
+	return os.WriteFile(filepath.Join(out, "spawn-init.ccversion"), []byte(versions.String()), 0o644)
 }
 
 func output(env []string, name string, args ...string) (string, error) {

@@ -2,22 +2,27 @@
 // it on the host, from where it is bind-mounted read-only into every
 // container as /.spawn/init.
 //
-// The binary is built by `go generate ./spawner/initbin` and committed,
-// because people who build Caddy with xcaddy compile this module as a
-// dependency and run none of our build steps. The build is reproducible
-// (static, -trimpath, no build ID or VCS stamp, pinned GOAMD64/GOARM64)
-// and the toolchain is recorded in spawn-init.goversion; initbin_test.go
-// rebuilds every architecture with that toolchain and fails if the
-// committed bytes are stale. This is the approach cilium/ebpf's bpf2go
-// takes with its generated objects.
+// The init is one C file without a C library (cmd/spawn-init/spawn-init.c:
+// a static executable of a few KiB that starts in microseconds and has no
+// runtime threads to freeze and thaw). The binaries are built by `go
+// generate ./spawner/initbin` and committed, because people who build
+// Caddy with xcaddy compile this module as a dependency and run none of
+// our build steps, and need no C compiler. The build is reproducible
+// (freestanding, stripped, no build ID or compiler ident) and the
+// compilers are recorded in spawn-init.ccversion; initbin_test.go rebuilds
+// every architecture and fails if the committed bytes are stale, and runs
+// the embedded binary through the init's behaviour (init_test.go; the
+// arm64 one under qemu-user, qemu_test.go). This is the approach
+// cilium/ebpf's bpf2go takes with its generated objects.
 //
 // Containers run the host's architecture, so the binary embedded is the one
 // for the GOOS/GOARCH Caddy is built for: spawn-init-amd64 on linux/amd64,
 // spawn-init-arm64 on linux/arm64, each selected by the name of the file
 // holding its go:embed (initbin_linux_<arch>.go). Elsewhere nothing is
 // embedded (initbin_other.go) and Install returns ErrUnsupportedArch. To add
-// an architecture, add it to the go:generate line and to gen.go's archEnv,
-// and add an initbin_linux_<arch>.go.
+// an architecture, add its system calls and entry point to spawn-init.c,
+// its compiler to gen.go's compilers and the go:generate line, and add an
+// initbin_linux_<arch>.go.
 package initbin
 
 import (

@@ -20,8 +20,8 @@ import (
 const requireQEMU = "SPAWN_REQUIRE_QEMU"
 
 // TestARM64InitUnderQEMU runs the committed linux/arm64 spawn-init under
-// Debian's qemu-user-static, the same way as cmd/spawn-init's tests run
-// the host build: it feeds the init a request frame and checks the program
+// Debian's qemu-user-static, the same way as init_test.go runs the host's
+// binary: it feeds the init a request frame and checks the program
 // it starts (a host /bin/sh: qemu-user hands execve to the host kernel),
 // the environment that program sees, the body left on its stdin, and the
 // init's ready and exit records.
@@ -33,10 +33,7 @@ func TestARM64InitUnderQEMU(t *testing.T) {
 		}
 		t.Skipf("qemu-aarch64-static not found (install qemu-user-static, or set %s=1 to fail instead)", requireQEMU)
 	}
-	const (
-		readyRecord = "\x00SPAWN-READY\n"
-		token       = "00112233445566778899aabbccddeeff"
-	)
+	const token = "00112233445566778899aabbccddeeff"
 	frame := func(env ...string) []byte {
 		b, err := initframe.Encode(env)
 		if err != nil {
