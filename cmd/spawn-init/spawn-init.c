@@ -32,7 +32,9 @@
  * Before reading, it writes the record "\0SPAWN-READY\n" to stderr: the
  * host freezes pooled containers only after it, and strips it. From then on
  * it takes the signals it forwards in supervisor mode; one of them before
- * the program runs (SIGWINCH aside) ends it with 128+n.
+ * the program is started (SIGWINCH aside) ends it with 128+n, except in
+ * supervisor mode once the frame is read: that one goes to the program as
+ * soon as it runs.
  *
  * It is paused in every pooled container and runs once per request, so it
  * is C without a C library: a static binary of a few KiB that makes only
@@ -54,7 +56,7 @@ enum {
 	SYS_read = 0, SYS_write = 1, SYS_close = 3, SYS_rt_sigprocmask = 14,
 	SYS_pipe2 = 293, SYS_clone = 56, SYS_execve = 59, SYS_exit_group = 231,
 	SYS_wait4 = 61, SYS_kill = 62, SYS_prctl = 157, SYS_signalfd4 = 289,
-	SYS_ppoll = 271,
+	SYS_ppoll = 271, SYS_fcntl = 72,
 };
 static long sys6(long n, long a, long b, long c, long d, long e, long f)
 {
@@ -81,7 +83,7 @@ enum {
 	SYS_read = 63, SYS_write = 64, SYS_close = 57, SYS_rt_sigprocmask = 135,
 	SYS_pipe2 = 59, SYS_clone = 220, SYS_execve = 221, SYS_exit_group = 94,
 	SYS_wait4 = 260, SYS_kill = 129, SYS_prctl = 167, SYS_signalfd4 = 74,
-	SYS_ppoll = 73,
+	SYS_ppoll = 73, SYS_fcntl = 25,
 };
 static long sys6(long n, long a, long b, long c, long d, long e, long f)
 {
@@ -119,14 +121,14 @@ __asm__(".text\n"
 enum {
 	EXIT_FRAME = 125, EXIT_NOEXEC = 126, EXIT_NOTFOUND = 127,
 
-	EINTR = 4, EAGAIN = 11, ENOENT = 2, ENOTDIR = 20, ESTALE = 116,
+	EINTR = 4, EAGAIN = 11, ENOENT = 2, ENOTDIR = 20, ESTALE = 116, ECHILD = 10,
 	ENODEV = 19, ETIMEDOUT = 110, ELOOP = 40, ENAMETOOLONG = 36, EACCES = 13,
 
 	SIG_BLOCK = 0, SIG_SETMASK = 2,
 	SIGHUP = 1, SIGINT = 2, SIGQUIT = 3, SIGUSR1 = 10, SIGUSR2 = 12,
 	SIGTERM = 15, SIGCHLD = 17, SIGWINCH = 28,
 	SFD_CLOEXEC = 02000000, O_CLOEXEC = 02000000,
-	POLLIN = 1, WNOHANG = 1, PR_SET_DUMPABLE = 4,
+	POLLIN = 1, WNOHANG = 1, PR_SET_DUMPABLE = 4, F_DUPFD_CLOEXEC = 1030,
 
 	/* internal/initframe */
 	HEADER_LEN = 9, VERSION = 1, MAX_PAYLOAD = 1 << 20,
@@ -134,6 +136,7 @@ enum {
 };
 
 static const char ready_record[] = "\0SPAWN-READY\n";
+static const char exit_record[] = "\0SPAWN-EXIT "; /* + token, ' ', code, '\n' */
 static const char token_key[] = "SPAWN_EXIT_TOKEN=";
 /* The PATH containerd gives Linux images that set none. */
 static const char default_path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -164,14 +167,27 @@ static size_t slen(const char *s)
 	return n;
 }
 
-/* A message under construction: it is written with one write(2). */
+/* A message under construction: it is written with one write(2). One that
+ * would not fit is cut short, and still ends in a newline (end_msg). */
 static char msg[8192];
 static size_t msglen;
+static int msgcut;
 
 static void put(const char *s, size_t n)
 {
-	while (n-- && msglen < sizeof msg)
+	while (n--) {
+		if (msglen == sizeof msg - 1) {
+			msgcut = 1;
+			return;
+		}
 		msg[msglen++] = *s++;
+	}
+}
+
+static void end_msg(void)
+{
+	if (msgcut && msglen > 0 && msg[msglen - 1] != '\n')
+		msg[msglen++] = '\n';
 }
 
 static void puts_(const char *s) { put(s, slen(s)); }
@@ -223,6 +239,10 @@ static const char *errstr(long e)
 {
 	switch (e) {
 	case 1: return "operation not permitted";
+	case 6: return "no such device or address";
+	case EAGAIN: return "resource temporarily unavailable";
+	case 32: return "broken pipe";
+	case 38: return "function not implemented";
 	case ENOENT: return "no such file or directory";
 	case 5: return "input/output error";
 	case 7: return "argument list too long";
@@ -261,6 +281,7 @@ static void puterr(long e)
 static void flush_exit(int code) __attribute__((noreturn));
 static void flush_exit(int code)
 {
+	end_msg();
 	sys3(SYS_write, 2, msg, msglen);
 	for (;;)
 		sys1(SYS_exit_group, code);
@@ -270,6 +291,7 @@ static void flush_exit(int code)
 static void fail(void)
 {
 	msglen = 0;
+	msgcut = 0;
 	puts_("spawn-init: ");
 }
 
@@ -299,6 +321,29 @@ static int take_signal(void)
 	return n == sizeof si ? (int)si.ssi_signo : 0;
 }
 
+struct timespec {
+	long tv_sec, tv_nsec;
+};
+
+/* end_on_signal reads the pending signals and ends the init with 128+n at
+ * the first that is neither SIGWINCH (ignored by default, so by us too)
+ * nor SIGCHLD: as PID 1 the init can't re-raise it at itself. */
+static void end_on_signal(void)
+{
+	for (;;) {
+		struct pollfd fd = {sigfd, POLLIN, 0};
+		struct timespec zero = {0, 0};
+		if (sys4(SYS_ppoll, &fd, 1, &zero, 0) <= 0)
+			return;
+		int sig = take_signal();
+		if (!sig)
+			return;
+		if (sig != SIGWINCH && sig != SIGCHLD)
+			for (;;)
+				sys1(SYS_exit_group, 128 + sig);
+	}
+}
+
 /* read_frame_bytes reads exactly n bytes of the frame from fd 0, waiting
  * with ppoll so that a signal ends the wait. It returns 0, or the errno, or
  * -1 for EOF before n bytes. */
@@ -311,12 +356,8 @@ static long read_frame_bytes(char *p, size_t n)
 			continue;
 		if (r < 0)
 			return -r;
-		if (fds[1].revents) {
-			int sig = take_signal();
-			if (sig && sig != SIGWINCH && sig != SIGCHLD)
-				for (;;)
-					sys1(SYS_exit_group, 128 + sig);
-		}
+		if (fds[1].revents)
+			end_on_signal();
 		if (!fds[0].revents)
 			continue;
 		r = sys3(SYS_read, 0, p, n);
@@ -386,9 +427,14 @@ static int samekey(const char *a, const char *b, size_t n)
 }
 
 /* merge puts e into envbuf: it replaces the entry with the same key in
- * place, or is appended (initframe.Merge). */
-static void merge(char *e)
+ * place, or is appended (initframe.Merge). With own set, e is from the
+ * init's own environment, read as Go's syscall.Environ did for the Go
+ * init: an empty entry is dropped, and a repeated KEY= keeps its first
+ * value. */
+static void merge(char *e, int own)
 {
+	if (own && !*e)
+		return;
 	size_t n = keylen(e);
 	uint32 h = 2166136261u;
 	for (size_t i = 0; i < n; i++)
@@ -401,7 +447,8 @@ static void merge(char *e)
 		}
 		char *old = envbuf[slots[s] - 1];
 		if (keylen(old) == n && samekey(e, old, n)) {
-			envbuf[slots[s] - 1] = e;
+			if (!(own && e[n] == '=' && old[n] == '='))
+				envbuf[slots[s] - 1] = e;
 			return;
 		}
 	}
@@ -468,9 +515,9 @@ static void read_frame(char **envp)
 	for (nslots = 64; nslots < 2 * total; nslots *= 2)
 		;
 	for (char **p = envp; *p; p++)
-		merge(*p);
+		merge(*p, 1);
 	for (char *p = payload; p < payload + n; p += slen(p) + 1)
-		merge(p);
+		merge(p, 0);
 }
 
 /* take_token removes every SPAWN_EXIT_TOKEN entry and returns the value if
@@ -513,7 +560,7 @@ static const char *getenv_(const char *key)
 {
 	size_t n = slen(key);
 	for (size_t i = 0; i < nenv; i++)
-		if (keylen(envbuf[i]) == n && samekey(key, envbuf[i], n))
+		if (keylen(envbuf[i]) == n && envbuf[i][n] == '=' && samekey(key, envbuf[i], n))
 			return envbuf[i] + n + 1;
 	return 0;
 }
@@ -548,7 +595,7 @@ static int runvp(const char *prog, char **argv)
 		while (*end && *end != ':')
 			end++;
 		size_t dlen = (size_t)(end - p);
-		if (dlen + 1 + plen + 1 <= sizeof file) {
+		if ((dlen ? dlen : 1) + 1 + plen + 1 <= sizeof file) {
 			size_t f = 0;
 			if (dlen == 0) {
 				file[f++] = '.'; /* an empty element is the working directory */
@@ -590,7 +637,7 @@ static void report(const char *token, int code) __attribute__((noreturn));
 static void report(const char *token, int code)
 {
 	msglen = 0;
-	put("\0SPAWN-EXIT ", 12);
+	put(exit_record, sizeof exit_record - 1);
 	puts_(token);
 	putc_(' ');
 	putu((unsigned long)code);
@@ -604,27 +651,24 @@ static void supervise(const char *token, const char *prog, char **argv) __attrib
 static void supervise(const char *token, const char *prog, char **argv)
 {
 	/* The child's exec failure comes back on a close-on-exec pipe: its
-	 * exit code, then the message. */
+	 * exit code, then the message. A signal that comes before the child
+	 * runs is forwarded to it once it does. */
 	int p[2];
-	if (sys2(SYS_pipe2, p, O_CLOEXEC) < 0) {
-		fail();
-		puts_("pipe2 failed\n");
-		sys3(SYS_write, 2, msg, msglen);
-		report(token, EXIT_NOEXEC);
-	}
-	long pid = sys6(SYS_clone, SIGCHLD, 0, 0, 0, 0, 0);
+	long pid = sys2(SYS_pipe2, p, O_CLOEXEC);
+	if (pid == 0)
+		pid = sys6(SYS_clone, SIGCHLD, 0, 0, 0, 0, 0);
 	if (pid == 0) {
 		sys4(SYS_rt_sigprocmask, SIG_SETMASK, &oldmask, 0, 8);
 		unsigned char code = (unsigned char)runvp(prog, argv);
+		end_msg();
 		sys3(SYS_write, p[1], &code, 1);
 		sys3(SYS_write, p[1], msg, msglen);
 		for (;;)
 			sys1(SYS_exit_group, code);
 	}
-	sys1(SYS_close, p[1]);
 	if (pid < 0) {
+		/* As the Go init reported a failed ForkExec. */
 		fail();
-		puts_("starting ");
 		puts_(prog);
 		puts_(": ");
 		puterr(-pid);
@@ -632,18 +676,22 @@ static void supervise(const char *token, const char *prog, char **argv)
 		sys3(SYS_write, 2, msg, msglen);
 		report(token, EXIT_NOEXEC);
 	}
+	sys1(SYS_close, p[1]);
 	unsigned char code;
 	long n;
 	do
 		n = sys3(SYS_read, p[0], &code, 1);
 	while (n == -EINTR);
 	if (n == 1) {
-		/* The exec failed: pass its message on, then report. */
-		do {
+		/* The exec failed: pass its message on, to EOF, then report. */
+		for (;;) {
 			n = sys3(SYS_read, p[0], msg, sizeof msg);
-		} while (n == -EINTR);
-		if (n > 0)
+			if (n == -EINTR)
+				continue;
+			if (n <= 0)
+				break;
 			sys3(SYS_write, 2, msg, n);
+		}
 		int status;
 		while (sys4(SYS_wait4, pid, &status, 0, 0) == -EINTR)
 			;
@@ -655,8 +703,10 @@ static void supervise(const char *token, const char *prog, char **argv)
 	for (;;) {
 		struct signalfd_siginfo si;
 		n = sys3(SYS_read, sigfd, &si, sizeof si);
+		if (n == -EINTR)
+			continue;
 		if (n != sizeof si)
-			continue; /* EINTR */
+			report(token, EXIT_NOEXEC); /* no way left to learn of the exit */
 		int sig = (int)si.ssi_signo;
 		if (sig != SIGCHLD) {
 			sys2(SYS_kill, pid, sig);
@@ -669,7 +719,7 @@ static void supervise(const char *token, const char *prog, char **argv)
 			long w = sys4(SYS_wait4, -1, &status, WNOHANG, 0);
 			if (w == -EINTR)
 				continue;
-			if (w < 0 && w != -10 /* ECHILD */)
+			if (w < 0 && w != -ECHILD)
 				report(token, EXIT_NOEXEC);
 			if (w <= 0)
 				break;
@@ -684,7 +734,7 @@ static void supervise(const char *token, const char *prog, char **argv)
 	}
 }
 
-__attribute__((used)) void start(long *sp)
+__attribute__((used, noreturn)) void start(long *sp)
 {
 	long argc = sp[0];
 	char **argv = (char **)(sp + 1);
@@ -709,6 +759,15 @@ __attribute__((used)) void start(long *sp)
 		putc_('\n');
 		flush_exit(EXIT_FRAME);
 	}
+	if (sigfd < 3) {
+		/* Started without all of stdio: keep the signals off the
+		 * program's descriptors, which supervisor mode closes. */
+		long fd = sys3(SYS_fcntl, sigfd, F_DUPFD_CLOEXEC, 3);
+		if (fd >= 0) {
+			sys1(SYS_close, sigfd);
+			sigfd = (int)fd;
+		}
+	}
 	/* Tell the host we are up and about to wait: only now may it freeze
 	 * us. */
 	sys3(SYS_write, 2, ready_record, sizeof ready_record - 1);
@@ -717,6 +776,9 @@ __attribute__((used)) void start(long *sp)
 	const char *token = take_token();
 	if (token)
 		supervise(token, argv[1], argv + 1);
+	/* A signal since the frame ends the init as one before it would:
+	 * unblocked, it would be dropped (PID 1 has no handler). */
+	end_on_signal();
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, &oldmask, 0, 8);
 	flush_exit(runvp(argv[1], argv + 1));
 }

@@ -122,6 +122,13 @@ func TestInit(t *testing.T) {
 			wantStdout: "|frame|new|x=y\n\x00binary\nbody",
 		},
 		{
+			name:       "an entry without '=' is no PATH",
+			args:       []string{"sh", "-c", `echo "$FOO"`},
+			env:        []string{"PATH", "FOO=base"},
+			stdin:      frame,
+			wantStdout: "frame\n",
+		},
+		{
 			name:       "empty frame, empty body",
 			args:       []string{"/bin/sh", "-c", script},
 			env:        base,
@@ -197,6 +204,24 @@ func TestInit(t *testing.T) {
 			wantStderr: "spawn-init: " + filepath.Join(noexec, "sh") + ": permission denied\n",
 		},
 	}
+	// A program path too long for any message: the message is cut short,
+	// and still ends its line.
+	long := strings.Repeat("/x", 5000)
+	tests = append(tests, struct {
+		name       string
+		args       []string
+		env        []string
+		stdin      []byte
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		name:       "message cut short ends its line",
+		args:       []string{long},
+		stdin:      frame,
+		wantCode:   126,
+		wantStderr: ("spawn-init: " + long)[:8191] + "\n", // 8 KiB in all
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(initPath, tc.args...)
@@ -358,6 +383,95 @@ func TestInitSupervisor(t *testing.T) {
 				t.Errorf("stderr %q, want %q", stderr.String(), want)
 			}
 		})
+	}
+}
+
+// TestInitOwnEnvironment gives the init an environment os/exec would have
+// cleaned up: a repeated key keeps its first value and an empty entry is
+// dropped, as Go's syscall.Environ did for the Go init.
+func TestInitOwnEnvironment(t *testing.T) {
+	stdin, err := os.CreateTemp(t.TempDir(), "stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	if _, err := stdin.Write(mustEncode(t, "C=frame")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdin.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.CreateTemp(t.TempDir(), "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	// /usr/bin/env prints its environment as it got it, one per line.
+	pid, err := syscall.ForkExec(initPath, []string{initPath, "/usr/bin/env"}, &syscall.ProcAttr{
+		Env:   []string{"A=first", "", "A=second", "B=base", "C=base"},
+		Files: []uintptr{stdin.Fd(), out.Fd(), os.Stderr.Fd()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "A=first\nB=base\nC=frame\n"; ws.ExitStatus() != 0 || string(got) != want {
+		t.Fatalf("exit status %d, environment %q; want 0, %q", ws.ExitStatus(), got, want)
+	}
+}
+
+// TestInitSupervisorWithoutStdout starts the init with fd 1 closed: the
+// descriptor it takes for signals must not be one it closes for the
+// program, or it never learns of the exit.
+func TestInitSupervisorWithoutStdout(t *testing.T) {
+	const token = "00112233445566778899aabbccddeeff"
+	stdin, err := os.CreateTemp(t.TempDir(), "stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	if _, err := stdin.Write(mustEncode(t, tokenKey+"="+token)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdin.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	closed := ^uintptr(0) // -1: closed in the child
+	pid, err := syscall.ForkExec(initPath, []string{initPath, "/bin/sh", "-c", "exit 3"}, &syscall.ProcAttr{
+		Files: []uintptr{stdin.Fd(), closed, stderr.Fd()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan syscall.WaitStatus, 1)
+	go func() {
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, 0, nil)
+		done <- ws
+	}()
+	select {
+	case ws := <-done:
+		got, _ := os.ReadFile(stderr.Name())
+		want := readyRecord + "\x00SPAWN-EXIT " + token + " 3\n"
+		if ws.ExitStatus() != 3 || string(got) != want {
+			t.Fatalf("exit status %d, stderr %q; want 3, %q", ws.ExitStatus(), got, want)
+		}
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		<-done
+		t.Fatal("init with fd 1 closed still running 30 s after its program exited")
 	}
 }
 
