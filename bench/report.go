@@ -415,11 +415,13 @@ func (b *bench) printPaths(w io.Writer, fast, stock *pathResults) {
 	fmt.Fprintf(tw, "memory / idle pooled container MiB\t%.2f\t%.2f\t%.3f×\t\n", fast.Memory.PerContainerMiB, stock.Memory.PerContainerMiB, r.RatioFastStockMemory)
 	fmt.Fprintf(tw, "  PSS counted MiB (processes / containers)\t%.1f (%d / %d)\t%.1f (%d / %d)\t\t\n",
 		mib(fast.Memory.PSSKiB), fast.Memory.Processes, fast.Memory.IdleContainers, mib(stock.Memory.PSSKiB), stock.Memory.Processes, stock.Memory.IdleContainers)
+	fmt.Fprintf(tw, "  and the containers' inits KiB (inits)\t%d (%d)\t%d (%d)\t\t\n",
+		fast.Memory.InitKiB, fast.Memory.Inits, stock.Memory.InitKiB, stock.Memory.Inits)
 	fmt.Fprintf(tw, "  same, before any request MiB/container\t%.2f\t%.2f\t\t\n", fast.MemoryAtStart.PerContainerMiB, stock.MemoryAtStart.PerContainerMiB)
 	fmt.Fprintf(tw, "containerd PSS MiB (not divided)\t%.1f\t%.1f\t\t\n", mib(fast.Memory.ContainerdKiB), mib(stock.Memory.ContainerdKiB))
 	fmt.Fprintf(tw, "Caddy PSS MiB (not divided)\t%.1f\t%.1f\t\t\n", mib(fast.Memory.CaddyKiB), mib(stock.Memory.CaddyKiB))
 	tw.Flush()
-	fmt.Fprintf(w, "(sustained: %.0f s per level, pool 8; CPU = all CPUs from /proc/stat, first request until the pool is full again and the used containers removed, ÷ containers served; \"our processes\" = the same window by cgroup accounting: Caddy, containerd, shims or task server and crun, and the containers, not the bench client nor kernel threads; memory = PSS of the task server (fast) or the shims (stock) with every pool full and idle ÷ idle containers, the functions' processes excluded)\n",
+	fmt.Fprintf(w, "(sustained: %.0f s per level, pool 8; CPU = all CPUs from /proc/stat, first request until the pool is full again and the used containers removed, ÷ containers served; \"our processes\" = the same window by cgroup accounting: Caddy, containerd, shims or task server and crun, and the containers, not the bench client nor kernel threads; memory = PSS of the task server (fast) or the shims (stock), and of each container's init, with every pool full and idle ÷ idle containers)\n",
 		r.SustainedSeconds)
 
 	fmt.Fprintln(w)

@@ -128,21 +128,27 @@ type memoryResult struct {
 	// server and its children that are not container processes.
 	Counted   string `json:"counted"`
 	Processes int    `json:"processes"`
-	// FunctionProcessesExcluded are the container processes left out.
-	FunctionProcessesExcluded int     `json:"function_processes_excluded"`
-	PSSKiB                    int64   `json:"pss_kib"`
-	PerContainerKiB           float64 `json:"per_container_pss_kib"`
-	PerContainerMiB           float64 `json:"per_container_pss_mib"`
-	ContainerdKiB             int64   `json:"containerd_pss_kib"`
-	CaddyKiB                  int64   `json:"caddy_pss_kib"`
+	// Inits are the container processes, counted apart: in an idle pool
+	// each container runs only our init, which waits for its request (the
+	// function starts with the request).
+	Inits int `json:"inits"`
+	// InitKiB is the PSS of those inits, included in PerContainerKiB.
+	InitKiB         int64   `json:"init_pss_kib"`
+	PSSKiB          int64   `json:"pss_kib"`
+	PerContainerKiB float64 `json:"per_container_pss_kib"`
+	PerContainerMiB float64 `json:"per_container_pss_mib"`
+	ContainerdKiB   int64   `json:"containerd_pss_kib"`
+	CaddyKiB        int64   `json:"caddy_pss_kib"`
 }
 
 // measureMemory sums the PSS of every process the path runs for its idle
-// pooled containers, the function's own processes excluded: the stock
-// path's containerd-shim-runc-v2 processes (one per container, found by the
-// namespace, containerd address and container ID on their command lines),
-// or the fast path's task server and its children that are not container
-// processes. The pools must be full and idle.
+// pooled containers: the stock path's containerd-shim-runc-v2 processes
+// (one per container, found by the namespace, containerd address and
+// container ID on their command lines), or the fast path's task server and
+// its children that are not container processes; and on both, each
+// container's init, the one process in an idle pooled container (the
+// function starts with its request, and is not counted). The pools must be
+// full and idle.
 func (b *bench) measureMemory(ctx context.Context, p *pathRun) (memoryResult, error) {
 	var m memoryResult
 	cs, err := p.ctrd.Containers(namespaces.WithNamespace(ctx, nsCaddy))
@@ -165,19 +171,28 @@ func (b *bench) measureMemory(ctx context.Context, p *pathRun) (memoryResult, er
 	}
 	m.CaddyKiB = pss(p.caddy.proc.Pid())
 
-	var pids []int
+	var pids, inits []int
 	if p.fastPath == "on" {
-		m.Counted = "task server and its children that are not container processes"
-		pids, m.FunctionProcessesExcluded, err = taskServerProcesses(p)
+		m.Counted = "task server and its children that are not container processes, plus each container's init"
+		pids, inits, err = taskServerProcesses(p)
 	} else {
-		m.Counted = "containerd-shim-runc-v2 processes of the pooled containers"
+		m.Counted = "containerd-shim-runc-v2 processes of the pooled containers, plus each container's init"
 		pids, err = shimProcesses(addr, ids)
 		for _, pid := range pids {
-			m.FunctionProcessesExcluded += len(descendants(pid))
+			inits = append(inits, descendants(pid)...)
 		}
 	}
 	if err != nil {
 		return m, err
+	}
+	m.Inits = len(inits)
+	for _, pid := range inits {
+		// Idle, every container process is our init (comm "init", from
+		// /.spawn/init): anything else would be a function's, not ours.
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "init" {
+			return m, fmt.Errorf("container process %d (%q) in an idle pool is not our init", pid, strings.TrimSpace(string(comm)))
+		}
+		m.InitKiB += pss(pid)
 	}
 	m.Processes = len(pids)
 	for _, pid := range pids {
@@ -187,7 +202,7 @@ func (b *bench) measureMemory(ctx context.Context, p *pathRun) (memoryResult, er
 		}
 		m.PSSKiB += kib
 	}
-	m.PerContainerKiB = round(float64(m.PSSKiB) / float64(m.IdleContainers))
+	m.PerContainerKiB = round(float64(m.PSSKiB+m.InitKiB) / float64(m.IdleContainers))
 	m.PerContainerMiB = round(m.PerContainerKiB / 1024)
 	return m, nil
 }
@@ -243,30 +258,30 @@ func flagValue(args []string, name string) string {
 // that are not container processes, and how many container processes were
 // left out: those in another PID namespace than the server's or in a
 // cgroup of Caddy's containerd namespace.
-func taskServerProcesses(p *pathRun) (pids []int, excluded int, err error) {
+func taskServerProcesses(p *pathRun) (pids, containerPids []int, err error) {
 	p.taskServers = taskServerPids(p.caddy)
 	if len(p.taskServers) == 0 {
-		return nil, 0, errors.New("no task server pid in Caddy's log")
+		return nil, nil, errors.New("no task server pid in Caddy's log")
 	}
 	server := p.taskServers[len(p.taskServers)-1]
 	if n := taskServersOf(p.state + "/"); !slices.Contains(n, server) {
-		return nil, 0, fmt.Errorf("task server pid %d from Caddy's log is not running (task servers of this path: %v)", server, n)
+		return nil, nil, fmt.Errorf("task server pid %d from Caddy's log is not running (task servers of this path: %v)", server, n)
 	}
 	serverNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", server))
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	pids = []int{server}
 	for _, pid := range descendants(server) {
 		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
 		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 		if ns != serverNS || bytes.Contains(cg, []byte("/"+nsCaddy+"/")) {
-			excluded++
+			containerPids = append(containerPids, pid)
 			continue
 		}
 		pids = append(pids, pid)
 	}
-	return pids, excluded, nil
+	return pids, containerPids, nil
 }
 
 // descendants lists every process below pid in the process tree.
