@@ -176,7 +176,7 @@ static int msgcut;
 static void put(const char *s, size_t n)
 {
 	while (n--) {
-		if (msglen == sizeof msg - 1) {
+		if (msglen >= sizeof msg - 1) {
 			msgcut = 1;
 			return;
 		}
@@ -408,6 +408,8 @@ static size_t nenv;
  * of two, at least twice the entries) are used, so a usual environment
  * touches one page of it. */
 static uint32 slots[1 << 20]; /* >= 2 * MAX_ENV; index+1 into envbuf, 0 = empty */
+/* Set in a slot once the init's own environment had a KEY= for its key. */
+#define OWN_KEY 0x80000000u
 static uint32 nslots;
 
 static size_t keylen(const char *e)
@@ -442,13 +444,18 @@ static void merge(char *e, int own)
 	for (uint32 s = h & (nslots - 1);; s = (s + 1) & (nslots - 1)) {
 		if (!slots[s]) {
 			envbuf[nenv++] = e;
-			slots[s] = (uint32)nenv;
+			slots[s] = (uint32)nenv | (own && e[n] == '=' ? OWN_KEY : 0);
 			return;
 		}
-		char *old = envbuf[slots[s] - 1];
+		uint32 j = (slots[s] & ~OWN_KEY) - 1;
+		char *old = envbuf[j];
 		if (keylen(old) == n && samekey(e, old, n)) {
-			if (!(own && e[n] == '=' && old[n] == '='))
-				envbuf[slots[s] - 1] = e;
+			if (own && e[n] == '=') {
+				if (slots[s] & OWN_KEY)
+					return; /* a later KEY= of our own: dropped */
+				slots[s] |= OWN_KEY;
+			}
+			envbuf[j] = e;
 			return;
 		}
 	}
@@ -637,6 +644,7 @@ static void report(const char *token, int code) __attribute__((noreturn));
 static void report(const char *token, int code)
 {
 	msglen = 0;
+	msgcut = 0;
 	put(exit_record, sizeof exit_record - 1);
 	puts_(token);
 	putc_(' ');
@@ -673,6 +681,7 @@ static void supervise(const char *token, const char *prog, char **argv)
 		puts_(": ");
 		puterr(-pid);
 		putc_('\n');
+		end_msg();
 		sys3(SYS_write, 2, msg, msglen);
 		report(token, EXIT_NOEXEC);
 	}
@@ -777,7 +786,8 @@ __attribute__((used, noreturn)) void start(long *sp)
 	if (token)
 		supervise(token, argv[1], argv + 1);
 	/* A signal since the frame ends the init as one before it would:
-	 * unblocked, it would be dropped (PID 1 has no handler). */
+	 * unblocked, it would be dropped (PID 1 has no handler). One in the
+	 * microseconds from here to the exec still is. */
 	end_on_signal();
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, &oldmask, 0, 8);
 	flush_exit(runvp(argv[1], argv + 1));

@@ -408,7 +408,7 @@ func TestInitOwnEnvironment(t *testing.T) {
 	defer out.Close()
 	// /usr/bin/env prints its environment as it got it, one per line.
 	pid, err := syscall.ForkExec(initPath, []string{initPath, "/usr/bin/env"}, &syscall.ProcAttr{
-		Env:   []string{"A=first", "", "A=second", "B=base", "C=base"},
+		Env:   []string{"A=first", "", "A=second", "K=a", "K", "K=b", "B=base", "C=base"},
 		Files: []uintptr{stdin.Fd(), out.Fd(), os.Stderr.Fd()},
 	})
 	if err != nil {
@@ -422,7 +422,9 @@ func TestInitOwnEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "A=first\nB=base\nC=frame\n"; ws.ExitStatus() != 0 || string(got) != want {
+	// syscall.Environ keeps the first K=a and K (no '='), drops K=b; Merge
+	// then keys K=a and K alike, and the last wins.
+	if want := "A=first\nK\nB=base\nC=frame\n"; ws.ExitStatus() != 0 || string(got) != want {
 		t.Fatalf("exit status %d, environment %q; want 0, %q", ws.ExitStatus(), got, want)
 	}
 }
