@@ -137,7 +137,7 @@ enum {
 
 static const char ready_record[] = "\0SPAWN-READY\n";
 static const char exit_record[] = "\0SPAWN-EXIT "; /* + token, ' ', code, '\n' */
-static const char token_key[] = "SPAWN_EXIT_TOKEN=";
+static const char token_key[] = "SPAWN_EXIT_TOKEN";
 /* The PATH containerd gives Linux images that set none. */
 static const char default_path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -373,11 +373,17 @@ static long read_frame_bytes(char *p, size_t n)
 	return 0;
 }
 
-static void frame_error(const char *what) __attribute__((noreturn));
-static void frame_error(const char *what)
+/* frame_fail starts the message for a bad frame, frame_exit ends it and
+ * exits with EXIT_FRAME. */
+static void frame_fail(void)
 {
-	if (what)
-		puts_(what);
+	fail();
+	puts_("reading request frame: initframe: ");
+}
+
+static void frame_exit(void) __attribute__((noreturn));
+static void frame_exit(void)
+{
 	putc_('\n');
 	flush_exit(EXIT_FRAME);
 }
@@ -385,14 +391,13 @@ static void frame_error(const char *what)
 static void read_error(const char *prefix, long e) __attribute__((noreturn));
 static void read_error(const char *prefix, long e)
 {
-	fail();
-	puts_("reading request frame: initframe: ");
+	frame_fail();
 	puts_(prefix);
 	if (e == -1)
 		puts_("unexpected EOF");
 	else
 		puterr(e);
-	frame_error(0);
+	frame_exit();
 }
 
 /* The frame's payload, and the environment built from it: static, so the
@@ -469,25 +474,25 @@ static void read_frame(char **envp)
 	if (e)
 		read_error("reading header: ", e);
 	if (h[0] != 'S' || h[1] != 'P' || h[2] != 'W' || h[3] != 'N') {
-		fail();
-		puts_("reading request frame: initframe: bad magic: got ");
+		frame_fail();
+		puts_("bad magic: got ");
 		putquoted(h, 4);
-		frame_error(0);
+		frame_exit();
 	}
 	if (h[4] != VERSION) {
-		fail();
-		puts_("reading request frame: initframe: unsupported version: got ");
+		frame_fail();
+		puts_("unsupported version: got ");
 		putu(h[4]);
 		puts_(", want 1");
-		frame_error(0);
+		frame_exit();
 	}
 	uint32 n = (uint32)h[5] << 24 | (uint32)h[6] << 16 | (uint32)h[7] << 8 | h[8];
 	if (n > MAX_PAYLOAD) {
-		fail();
-		puts_("reading request frame: initframe: payload too large: ");
+		frame_fail();
+		puts_("payload too large: ");
 		putu(n);
 		puts_(" bytes, max 1048576");
-		frame_error(0);
+		frame_exit();
 	}
 	if (n > 0) {
 		e = read_frame_bytes(payload, n);
@@ -495,20 +500,20 @@ static void read_frame(char **envp)
 			read_error("reading payload: ", e);
 	}
 	if (n > 0 && payload[n - 1] != 0) {
-		fail();
-		puts_("reading request frame: initframe: malformed payload: last entry is not NUL-terminated");
-		frame_error(0);
+		frame_fail();
+		puts_("malformed payload: last entry is not NUL-terminated");
+		frame_exit();
 	}
 	/* Validate every entry before using any, as Decode does. */
 	unsigned long i = 0, total = 0;
 	for (char *p = payload; p < payload + n; p += slen(p) + 1, i++) {
 		size_t k = keylen(p);
 		if (p[k] != '=' || k == 0) {
-			fail();
-			puts_("reading request frame: initframe: malformed payload: entry ");
+			frame_fail();
+			puts_("malformed payload: entry ");
 			putu(i);
 			puts_(p[k] != '=' ? ": missing '='" : ": empty key");
-			frame_error(0);
+			frame_exit();
 		}
 	}
 	for (char **p = envp; *p; p++)
@@ -527,49 +532,42 @@ static void read_frame(char **envp)
 		merge(p, 0);
 }
 
-/* take_token removes every SPAWN_EXIT_TOKEN entry and returns the value if
- * it is 16 to 64 lowercase hex digits; otherwise it leaves the environment
- * as it was and returns 0. */
+/* env_index returns the index in envbuf of the entry KEY=..., or -1. Once
+ * merged, a key has one entry at most. */
+static long env_index(const char *key)
+{
+	size_t n = slen(key);
+	for (size_t i = 0; i < nenv; i++)
+		if (keylen(envbuf[i]) == n && envbuf[i][n] == '=' && samekey(key, envbuf[i], n))
+			return (long)i;
+	return -1;
+}
+
+static const char *getenv_(const char *key)
+{
+	long i = env_index(key);
+	return i < 0 ? 0 : envbuf[i] + slen(key) + 1;
+}
+
+/* take_token removes the SPAWN_EXIT_TOKEN entry and returns its value if it
+ * is 16 to 64 lowercase hex digits; otherwise it leaves the environment as
+ * it was and returns 0. */
 static const char *take_token(void)
 {
-	const char *token = 0;
-	size_t klen = sizeof token_key - 1, out = 0;
-	for (size_t i = 0; i < nenv; i++) {
-		const char *e = envbuf[i];
-		size_t j = 0;
-		while (j < klen && e[j] == token_key[j])
-			j++;
-		if (j == klen)
-			token = e + klen;
-	}
-	if (!token)
+	long at = env_index(token_key);
+	if (at < 0)
 		return 0;
+	const char *token = envbuf[at] + slen(token_key) + 1; /* past "KEY=" */
 	size_t tl = slen(token);
 	if (tl < TOKEN_MIN || tl > TOKEN_MAX)
 		return 0;
 	for (size_t i = 0; i < tl; i++)
 		if (!((token[i] >= '0' && token[i] <= '9') || (token[i] >= 'a' && token[i] <= 'f')))
 			return 0;
-	for (size_t i = 0; i < nenv; i++) {
-		const char *e = envbuf[i];
-		size_t j = 0;
-		while (j < klen && e[j] == token_key[j])
-			j++;
-		if (j != klen)
-			envbuf[out++] = envbuf[i];
-	}
-	nenv = out;
-	envbuf[nenv] = 0;
+	for (size_t i = (size_t)at; i + 1 < nenv; i++)
+		envbuf[i] = envbuf[i + 1];
+	envbuf[--nenv] = 0;
 	return token;
-}
-
-static const char *getenv_(const char *key)
-{
-	size_t n = slen(key);
-	for (size_t i = 0; i < nenv; i++)
-		if (keylen(envbuf[i]) == n && envbuf[i][n] == '=' && samekey(key, envbuf[i], n))
-			return envbuf[i] + n + 1;
-	return 0;
 }
 
 /* runvp resolves prog like execvp(3) (a prog with '/' as is, else each PATH
