@@ -62,6 +62,66 @@ func mustEncode(t testing.TB, env ...string) []byte {
 	return b
 }
 
+// runInit runs argv (the init, or qemu running it) with env (none if nil)
+// and stdin, and returns its exit code and output.
+func runInit(t *testing.T, argv, env []string, stdin []byte) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
+	if cmd.Env == nil {
+		cmd.Env = []string{}
+	}
+	cmd.Stdin = bytes.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// tempFile is a new file in a test directory holding content, positioned at
+// its start: a stdin for ForkExec, or (empty) a place for its output.
+func tempFile(t *testing.T, name string, content []byte) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.Write(content); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// waitPid waits for the ForkExec'd pid, killing it (and failing) if it has
+// not exited within 30 s, as waitOrKill does for an exec.Cmd.
+func waitPid(t *testing.T, pid int, what string) syscall.WaitStatus {
+	t.Helper()
+	done := make(chan syscall.WaitStatus, 1)
+	go func() {
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, 0, nil)
+		done <- ws
+	}()
+	select {
+	case ws := <-done:
+		return ws
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		<-done
+		t.Fatalf("init still running 30 s %s", what)
+		return 0
+	}
+}
+
 func TestInit(t *testing.T) {
 	// A PATH directory whose "sh" is a non-executable file, and one whose
 	// "sh" is a directory: the lookup must skip both, as execvp does.
@@ -74,6 +134,8 @@ func TestInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	const script = `echo "$FOO $BAR"; cat`
+	// A program path too long for any message.
+	long := strings.Repeat("/x", 5000)
 	frame := mustEncode(t, "FOO=frame")
 	base := []string{"BAR=base", "FOO=base"}
 
@@ -203,55 +265,30 @@ func TestInit(t *testing.T) {
 			wantCode:   126,
 			wantStderr: "spawn-init: " + filepath.Join(noexec, "sh") + ": permission denied\n",
 		},
+		{
+			name:       "message cut short ends its line",
+			args:       []string{long},
+			stdin:      frame,
+			wantCode:   126,
+			wantStderr: ("spawn-init: " + long)[:8191] + "\n", // 8 KiB in all
+		},
 	}
-	// A program path too long for any message: the message is cut short,
-	// and still ends its line.
-	long := strings.Repeat("/x", 5000)
-	tests = append(tests, struct {
-		name       string
-		args       []string
-		env        []string
-		stdin      []byte
-		wantCode   int
-		wantStdout string
-		wantStderr string
-	}{
-		name:       "message cut short ends its line",
-		args:       []string{long},
-		stdin:      frame,
-		wantCode:   126,
-		wantStderr: ("spawn-init: " + long)[:8191] + "\n", // 8 KiB in all
-	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(initPath, tc.args...)
-			cmd.Env = tc.env
-			if cmd.Env == nil {
-				cmd.Env = []string{}
-			}
-			cmd.Stdin = bytes.NewReader(tc.stdin)
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := 0
-			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
+			code, stdout, stderr := runInit(t, append([]string{initPath}, tc.args...), tc.env, tc.stdin)
 			if code != tc.wantCode {
-				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
+				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.wantCode, stderr)
 			}
-			if stdout.String() != tc.wantStdout {
-				t.Errorf("stdout = %q, want %q", stdout.String(), tc.wantStdout)
+			if stdout != tc.wantStdout {
+				t.Errorf("stdout = %q, want %q", stdout, tc.wantStdout)
 			}
 			// The ready record comes first, whatever happens next (the usage
 			// error is the only case that fails before it).
-			gotStderr := stderr.String()
+			gotStderr := stderr
 			if rest, ok := strings.CutPrefix(gotStderr, readyRecord); ok {
 				gotStderr = rest
 			} else if tc.wantCode != exitFrame || len(tc.args) > 0 {
-				t.Errorf("stderr %q does not start with the ready record", stderr.String())
+				t.Errorf("stderr %q does not start with the ready record", stderr)
 			}
 			if gotStderr != tc.wantStderr {
 				t.Errorf("stderr = %q, want %q", gotStderr, tc.wantStderr)
@@ -296,10 +333,7 @@ func TestInitNonblockingStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
-	var ws syscall.WaitStatus
-	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
-		t.Fatal(err)
-	}
+	ws := waitPid(t, pid, "after its frame and body")
 	got, err := os.ReadFile(out.Name())
 	if err != nil {
 		t.Fatal(err)
@@ -361,26 +395,17 @@ func TestInitSupervisor(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(initPath, tc.args...)
-			cmd.Stdin = bytes.NewReader(append(mustEncode(t, tokenKey+"="+token), "body"...))
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := 0
-			if ee, ok := errors.AsType[*exec.ExitError](err); ok {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
+			code, stdout, stderr := runInit(t, append([]string{initPath}, tc.args...), os.Environ(),
+				append(mustEncode(t, tokenKey+"="+token), "body"...))
 			if code != tc.wantCode {
-				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.wantCode, stderr)
 			}
-			if stdout.String() != tc.wantOut {
-				t.Errorf("stdout %q, want %q (the token must not reach the program)", stdout.String(), tc.wantOut)
+			if stdout != tc.wantOut {
+				t.Errorf("stdout %q, want %q (the token must not reach the program)", stdout, tc.wantOut)
 			}
 			want := readyRecord + tc.wantStderr + fmt.Sprintf("\x00SPAWN-EXIT %s %d\n", token, tc.wantCode)
-			if stderr.String() != want {
-				t.Errorf("stderr %q, want %q", stderr.String(), want)
+			if stderr != want {
+				t.Errorf("stderr %q, want %q", stderr, want)
 			}
 		})
 	}
@@ -390,22 +415,7 @@ func TestInitSupervisor(t *testing.T) {
 // cleaned up: a repeated key keeps its first value and an empty entry is
 // dropped, as Go's syscall.Environ did for the Go init.
 func TestInitOwnEnvironment(t *testing.T) {
-	stdin, err := os.CreateTemp(t.TempDir(), "stdin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdin.Close()
-	if _, err := stdin.Write(mustEncode(t, "C=frame")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stdin.Seek(0, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	out, err := os.CreateTemp(t.TempDir(), "stdout")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
+	stdin, out := tempFile(t, "stdin", mustEncode(t, "C=frame")), tempFile(t, "stdout", nil)
 	// /usr/bin/env prints its environment as it got it, one per line.
 	pid, err := syscall.ForkExec(initPath, []string{initPath, "/usr/bin/env"}, &syscall.ProcAttr{
 		Env:   []string{"A=first", "", "A=second", "K=a", "K", "K=b", "B=base", "C=base"},
@@ -414,10 +424,7 @@ func TestInitOwnEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ws syscall.WaitStatus
-	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
-		t.Fatal(err)
-	}
+	ws := waitPid(t, pid, "running env")
 	got, err := os.ReadFile(out.Name())
 	if err != nil {
 		t.Fatal(err)
@@ -434,22 +441,7 @@ func TestInitOwnEnvironment(t *testing.T) {
 // program, or it never learns of the exit.
 func TestInitSupervisorWithoutStdout(t *testing.T) {
 	const token = "00112233445566778899aabbccddeeff"
-	stdin, err := os.CreateTemp(t.TempDir(), "stdin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdin.Close()
-	if _, err := stdin.Write(mustEncode(t, tokenKey+"="+token)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stdin.Seek(0, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stderr.Close()
+	stdin, stderr := tempFile(t, "stdin", mustEncode(t, tokenKey+"="+token)), tempFile(t, "stderr", nil)
 	closed := ^uintptr(0) // -1: closed in the child
 	pid, err := syscall.ForkExec(initPath, []string{initPath, "/bin/sh", "-c", "exit 3"}, &syscall.ProcAttr{
 		Files: []uintptr{stdin.Fd(), closed, stderr.Fd()},
@@ -457,23 +449,11 @@ func TestInitSupervisorWithoutStdout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan syscall.WaitStatus, 1)
-	go func() {
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, 0, nil)
-		done <- ws
-	}()
-	select {
-	case ws := <-done:
-		got, _ := os.ReadFile(stderr.Name())
-		want := readyRecord + "\x00SPAWN-EXIT " + token + " 3\n"
-		if ws.ExitStatus() != 3 || string(got) != want {
-			t.Fatalf("exit status %d, stderr %q; want 3, %q", ws.ExitStatus(), got, want)
-		}
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-		<-done
-		t.Fatal("init with fd 1 closed still running 30 s after its program exited")
+	ws := waitPid(t, pid, "with fd 1 closed, after its program exited")
+	got, _ := os.ReadFile(stderr.Name())
+	want := readyRecord + "\x00SPAWN-EXIT " + token + " 3\n"
+	if ws.ExitStatus() != 3 || string(got) != want {
+		t.Fatalf("exit status %d, stderr %q; want 3, %q", ws.ExitStatus(), got, want)
 	}
 }
 

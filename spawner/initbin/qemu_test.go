@@ -3,8 +3,6 @@
 package initbin
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -89,30 +87,16 @@ func TestARM64InitUnderQEMU(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(qemu, append([]string{"spawn-init-arm64"}, tc.args...)...)
-			cmd.Env = tc.env
-			if cmd.Env == nil {
-				cmd.Env = []string{}
-			}
-			cmd.Stdin = bytes.NewReader(tc.stdin)
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := 0
-			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
+			code, stdout, stderr := runInit(t, append([]string{qemu, "spawn-init-arm64"}, tc.args...), tc.env, tc.stdin)
 			if code != tc.wantCode {
-				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
+				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.wantCode, stderr)
 			}
-			if stdout.String() != tc.wantStdout {
-				t.Errorf("stdout = %q, want %q", stdout.String(), tc.wantStdout)
+			if stdout != tc.wantStdout {
+				t.Errorf("stdout = %q, want %q", stdout, tc.wantStdout)
 			}
-			gotStderr, ok := strings.CutPrefix(stderr.String(), readyRecord)
+			gotStderr, ok := strings.CutPrefix(stderr, readyRecord)
 			if !ok {
-				t.Errorf("stderr %q does not start with the ready record", stderr.String())
+				t.Errorf("stderr %q does not start with the ready record", stderr)
 			}
 			if gotStderr != tc.wantStderr {
 				t.Errorf("stderr = %q, want %q", gotStderr, tc.wantStderr)
