@@ -255,8 +255,8 @@ func flagValue(args []string, name string) string {
 }
 
 // taskServerProcesses returns the task server's pid and its descendants
-// that are not container processes, and how many container processes were
-// left out: those in another PID namespace than the server's or in a
+// that are not container processes, and apart from them the container
+// processes: those in another PID namespace than the server's or in a
 // cgroup of Caddy's containerd namespace.
 func taskServerProcesses(p *pathRun) (pids, containerPids []int, err error) {
 	p.taskServers = taskServerPids(p.caddy)
